@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Starts / stops the real services the tests use, on 127.0.0.1 only:
+#   PostgreSQL (a throwaway cluster owned by the `postgres` user) and Azurite (Azure Storage emulator, from npm).
+# `up` writes .services/env with the connection settings; `down` stops both and removes the data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD/.services"
+pgdata="/tmp/tenantflow-pg-$(echo "$PWD" | md5sum | cut -c1-8)"
+pgport="${TENANTFLOW_TEST_PG_PORT:-54329}"
+azport="${TENANTFLOW_TEST_AZURITE_PORT:-10100}"
+
+pgbin() {
+  if command -v initdb >/dev/null 2>&1; then dirname "$(readlink -f "$(command -v initdb)")"
+  else dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)"; fi
+}
+
+up() {
+  mkdir -p "$root"
+  down_quiet
+  local bin; bin="$(pgbin)"
+  rm -rf "$pgdata"; mkdir -p "$pgdata"; chown postgres:postgres "$pgdata"; chmod 700 "$pgdata"
+  runuser -u postgres -- "$bin/initdb" -D "$pgdata" -A trust -U postgres -E UTF8 >/dev/null
+  runuser -u postgres -- "$bin/pg_ctl" -D "$pgdata" -l "$pgdata/log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $pgport -c unix_socket_directories=$pgdata -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" start >/dev/null
+  # Azurite, pinned (3.35 is the newest that runs on Node 20) and installed from the repo's lock file.
+  if [ ! -x scripts/azurite/node_modules/.bin/azurite ]; then
+    (cd scripts/azurite && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+  mkdir -p "$root/azurite"
+  nohup scripts/azurite/node_modules/.bin/azurite --silent --skipApiVersionCheck --inMemoryPersistence --loose \
+    --blobHost 127.0.0.1 --blobPort $((azport)) --queueHost 127.0.0.1 --queuePort $((azport+1)) \
+    --tableHost 127.0.0.1 --tablePort $((azport+2)) --location "$root/azurite" >"$root/azurite.log" 2>&1 &
+  echo $! >"$root/azurite.pid"
+  for _ in $(seq 1 100); do
+    (echo >/dev/tcp/127.0.0.1/$((azport+2))) 2>/dev/null && (echo >/dev/tcp/127.0.0.1/$((azport+1))) 2>/dev/null && break
+    sleep 0.2
+  done
+  local key="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+  cat >"$root/env" <<ENV
+TENANTFLOW_TEST_POSTGRES_ADMIN_DSN=postgresql://postgres@127.0.0.1:$pgport/postgres
+TENANTFLOW_TEST_TABLE_CONNECTION=DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$key;BlobEndpoint=http://127.0.0.1:$azport/devstoreaccount1;QueueEndpoint=http://127.0.0.1:$((azport+1))/devstoreaccount1;TableEndpoint=http://127.0.0.1:$((azport+2))/devstoreaccount1;
+ENV
+  echo "services up: postgres 127.0.0.1:$pgport, azurite 127.0.0.1:$azport-$((azport+2))"
+}
+
+down_quiet() {
+  if [ -f "$root/azurite.pid" ]; then kill "$(cat "$root/azurite.pid")" 2>/dev/null || true; rm -f "$root/azurite.pid"; fi
+  if [ -f "$pgdata/postmaster.pid" ]; then runuser -u postgres -- "$(pgbin)/pg_ctl" -D "$pgdata" -m immediate -w stop >/dev/null 2>&1 || true; fi
+}
+
+down() { down_quiet; rm -rf "$pgdata" "$root/azurite"; echo "services down"; }
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac

@@ -1,0 +1,1 @@
+"""Connections: secrets, the static connections file, dynamic connections, endpoint allowlist, model clients."""

@@ -1,0 +1,151 @@
+"""Typed settings, read once from the environment (app settings on Azure).
+
+Every setting the app reads is listed in `SETTING_NAMES`; infra/main.bicep and local.settings.example.json set
+the same names (a test checks it). A required value that is missing fails fast with a message naming it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.connections.secret import Secret
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STORES = ("sqlite", "postgres", "table")
+
+SETTING_NAMES = (
+    "TENANTFLOW_STORE",
+    "TENANTFLOW_SQLITE_PATH",
+    "TENANTFLOW_DEFAULT_ENDPOINT",
+    "TENANTFLOW_DEFAULT_API_KEY",
+    "TENANTFLOW_POSTGRES_DSN",
+    "TENANTFLOW_POSTGRES_MIGRATION_DSN",
+    "TENANTFLOW_TABLE_CONNECTION",
+    "TENANTFLOW_TABLE_PREFIX",
+    "TENANTFLOW_QUEUE_CONNECTION",
+    "TENANTFLOW_ENCRYPTION_KEY",
+    "TENANTFLOW_ALLOWED_HOSTS",
+    "TENANTFLOW_FLOWS_DIR",
+    "TENANTFLOW_CONNECTIONS_FILE",
+    "TENANTFLOW_PRICES_FILE",
+    "TENANTFLOW_OPERATOR_KEY",
+    "TENANTFLOW_CREDENTIAL_CACHE_TTL",
+)
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class EncryptionKey:
+    kid: str
+    key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    store: str = "sqlite"
+    sqlite_path: Path = REPO_ROOT / ".tenantflow" / "tenantflow.db"
+    default_endpoint: str = "http://127.0.0.1:8765"
+    default_api_key: Secret | None = None
+    postgres_dsn: Secret | None = None
+    postgres_migration_dsn: Secret | None = None  # owner role that applies migrations; the app role does not own
+    table_connection: Secret | None = None
+    table_prefix: str = "tf"
+    queue_connection: Secret | None = None
+    encryption_keys: tuple[EncryptionKey, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    flows_dir: Path = REPO_ROOT / "flows"
+    connections_file: Path = REPO_ROOT / "shared" / "connections" / "static_connections.yaml"
+    prices_file: Path = REPO_ROOT / "shared" / "services" / "prices.yaml"
+    operator_key: Secret | None = None
+    credential_cache_ttl: float = 60.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value.strip() if value and value.strip() else None
+
+        store = (get("TENANTFLOW_STORE") or "sqlite").lower()
+        if store not in STORES:
+            raise SettingsError(f"TENANTFLOW_STORE: must be one of {', '.join(STORES)}, got {store!r}")
+        postgres_dsn = get("TENANTFLOW_POSTGRES_DSN")
+        if store == "postgres" and not postgres_dsn:
+            raise SettingsError("TENANTFLOW_POSTGRES_DSN: required when TENANTFLOW_STORE=postgres")
+        table_connection = get("TENANTFLOW_TABLE_CONNECTION")
+        if store == "table" and not table_connection:
+            raise SettingsError("TENANTFLOW_TABLE_CONNECTION: required when TENANTFLOW_STORE=table")
+        raw_keys = get("TENANTFLOW_ENCRYPTION_KEY")
+        keys = parse_encryption_keys(raw_keys) if raw_keys else ()
+        if store != "sqlite" and not keys:
+            raise SettingsError(f"TENANTFLOW_ENCRYPTION_KEY: required when TENANTFLOW_STORE={store}")
+        ttl_raw = get("TENANTFLOW_CREDENTIAL_CACHE_TTL") or "60"
+        try:
+            ttl = float(ttl_raw)
+        except ValueError:
+            raise SettingsError(f"TENANTFLOW_CREDENTIAL_CACHE_TTL: not a number: {ttl_raw!r}") from None
+        defaults = cls()
+        queue_connection = get("TENANTFLOW_QUEUE_CONNECTION") or get("AzureWebJobsStorage")
+        return cls(
+            store=store,
+            sqlite_path=Path(get("TENANTFLOW_SQLITE_PATH") or defaults.sqlite_path),
+            default_endpoint=get("TENANTFLOW_DEFAULT_ENDPOINT") or defaults.default_endpoint,
+            default_api_key=secret_or_none(get("TENANTFLOW_DEFAULT_API_KEY")),
+            postgres_dsn=secret_or_none(postgres_dsn),
+            postgres_migration_dsn=secret_or_none(get("TENANTFLOW_POSTGRES_MIGRATION_DSN")),
+            table_connection=secret_or_none(table_connection),
+            table_prefix=get("TENANTFLOW_TABLE_PREFIX") or defaults.table_prefix,
+            queue_connection=secret_or_none(queue_connection),
+            encryption_keys=keys,
+            allowed_hosts=tuple(
+                h.strip().lower() for h in (get("TENANTFLOW_ALLOWED_HOSTS") or "").split(",") if h.strip()
+            ),
+            flows_dir=Path(get("TENANTFLOW_FLOWS_DIR") or defaults.flows_dir),
+            connections_file=Path(get("TENANTFLOW_CONNECTIONS_FILE") or defaults.connections_file),
+            prices_file=Path(get("TENANTFLOW_PRICES_FILE") or defaults.prices_file),
+            operator_key=secret_or_none(get("TENANTFLOW_OPERATOR_KEY")),
+            credential_cache_ttl=ttl,
+        )
+
+
+def secret_or_none(value: str | None) -> Secret | None:
+    return Secret(value) if value else None
+
+
+def decode_key(text: str) -> bytes:
+    padded = text + "=" * (-len(text) % 4)
+    try:
+        raw = base64.b64decode(padded, altchars=b"-_") if ("-" in text or "_" in text) else base64.b64decode(padded)
+    except (binascii.Error, ValueError):
+        raise SettingsError("TENANTFLOW_ENCRYPTION_KEY: a key is not valid base64/base64url") from None
+    if len(raw) != 32:
+        raise SettingsError(f"TENANTFLOW_ENCRYPTION_KEY: a key must be 32 bytes, got {len(raw)}")
+    return raw
+
+
+def parse_encryption_keys(raw: str) -> tuple[EncryptionKey, ...]:
+    """`KEY` or `kid:KEY`, comma-separated; the first is current. A key without an id gets one from its hash."""
+    import hashlib
+
+    keys: list[EncryptionKey] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        kid, _, key_text = part.rpartition(":")
+        key = decode_key(key_text)
+        kid = kid or "k" + hashlib.sha256(key).hexdigest()[:8]
+        if any(k.kid == kid for k in keys):
+            raise SettingsError(f"TENANTFLOW_ENCRYPTION_KEY: duplicate key id {kid!r}")
+        keys.append(EncryptionKey(kid, key))
+    if not keys:
+        raise SettingsError("TENANTFLOW_ENCRYPTION_KEY: no key given")
+    return tuple(keys)

@@ -1,0 +1,1 @@
+"""Storage: one small async port per concern, with sqlite / postgres / table adapters."""

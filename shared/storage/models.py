@@ -1,0 +1,142 @@
+"""Records the storage ports read and write. Plain data; no I/O. Secrets are stored only as ciphertext."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str  # slug: [a-z0-9][a-z0-9-]{0,62}
+    name: str
+    status: str = "active"  # active | suspended
+    webhook_secret_blob: str | None = None  # ciphertext envelope of the webhook signing secret
+    created_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str  # public part of the key, unique across tenants
+    tenant_id: str
+    key_hash: str  # sha256 hex of the full key; the key itself is never stored
+    created_at: datetime = field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StoredCredential:
+    tenant_id: str
+    name: str
+    kind: str  # azure_openai | openai | custom
+    endpoint: str | None = None
+    api_version: str | None = None
+    auth: str = "key"  # key | entra
+    configs: dict[str, str] = field(default_factory=dict)  # non-secret settings
+    secret_blob: str | None = None  # ciphertext envelope of a JSON object {name: secret}
+    key_id: str | None = None  # id of the encryption key that made secret_blob
+    version: int = 0  # bumped by every write; adapters set it
+    updated_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass
+class StepRecord:
+    id: str
+    kind: str
+    status: str  # succeeded | failed | skipped
+    duration_ms: float = 0.0
+    usage: dict[str, int] | None = None
+    error: str | None = None
+    iteration: int | None = None
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    tenant_id: str
+    flow_id: str
+    flow_hash: str
+    trigger: str  # http | queue | timer | cli | webhook
+    status: str  # queued | running | succeeded | failed | rejected
+    inputs: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] | None = None
+    error: str | None = None
+    steps: list[StepRecord] = field(default_factory=list)
+    usage: dict[str, Any] = field(default_factory=dict)  # prompt/completion/total tokens, cost (str)
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    tenant_id: str
+    run_id: str
+    flow_id: str
+    step_id: str
+    iteration: int
+    attempt: int
+    model: str
+    endpoint_host: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: Decimal | None = None
+    recorded_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def key(self) -> str:
+        """Idempotency key: recording the same call twice keeps one record."""
+        return f"{self.run_id}|{self.step_id}|{self.iteration}|{self.attempt}"
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """One row of a usage summary (read model). `group` is the group key's value (day, model, flow or tenant)."""
+
+    group: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost: Decimal | None
+    runs: int
+
+
+@dataclass(frozen=True)
+class Budget:
+    tenant_id: str
+    monthly_tokens: int | None = None
+    monthly_cost: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class BudgetCounters:
+    """Per tenant and period (`YYYY-MM`): what is reserved by calls in flight and what was used."""
+
+    tenant_id: str
+    period: str
+    reserved_tokens: int = 0
+    used_tokens: int = 0
+    reserved_cost: Decimal = Decimal(0)
+    used_cost: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    id: str
+    tenant_id: str
+    flow_id: str
+    cron: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+    enabled: bool = True
+    created_at: datetime = field(default_factory=utcnow)
