@@ -1,0 +1,79 @@
+"""What the executor needs from the outside world. Implemented by shared.connections / shared.services.
+
+The engine imports no Azure, database or HTTP SDK: it only calls these ports.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.connections.secret import Secret
+from shared.engine.usage import TokenUsage
+
+
+class StepFailure(Exception):
+    """A step failed for a reason the run should report (clear, one line, no secret). `code` is machine-readable,
+    e.g. `budget_exceeded`, `insufficient_quota`, `content_filter`, `credential_not_found`, `endpoint_refused`."""
+
+    def __init__(self, message: str, code: str = "step_failed", details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details or {}
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What a model call needs to reach a deployment. Built from a static connection or at run time."""
+
+    name: str
+    kind: str = "azure_openai"  # azure_openai | openai
+    endpoint: str = ""
+    api_key: Secret | None = None  # None with auth="entra": keyless, via azure.identity
+    auth: str = "key"  # key | entra
+    api_version: str = "2024-10-21"
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    connection: Connection
+    model: str
+    messages: list[dict[str, Any]]
+    temperature: float = 0.7
+    max_completion_tokens: int | None = None
+    response_format: str = "text"  # text | json_object
+    step_id: str = ""
+    iteration: int = 0
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    content: str
+    role: str
+    model: str
+    finish_reason: str | None
+    usage: TokenUsage
+    endpoint_host: str
+    attempt: int = 1  # which attempt succeeded (1-based)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelPort(ABC):
+    @abstractmethod
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        """Runs one chat completion. Raises StepFailure with a clear message on a failure."""
+
+
+class CredentialSource(ABC):
+    @abstractmethod
+    async def load(self, tenant_id: str, name: str) -> dict[str, Any]:
+        """The tenant's credential `name` as fields: kind, endpoint, api_version, auth, api_key (a Secret, or None),
+        plus any custom configs (plain) and secrets (Secret). Raises StepFailure(code="credential_not_found")."""
+
+
+class EndpointPolicy(ABC):
+    @abstractmethod
+    def check(self, endpoint: str) -> str:
+        """Returns the normalised endpoint or raises StepFailure(code='endpoint_refused') naming the reason."""
