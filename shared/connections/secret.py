@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 MASK = "******"
+
+rendering_text: ContextVar[bool] = ContextVar("rendering_text", default=False)
+
+
+class SecretExposureError(Exception):
+    """A secret was about to be turned into text (a prompt, an output) — refused instead of masked."""
+
+
+@contextmanager
+def secrets_refuse_text() -> Iterator[None]:
+    """Inside this block, turning a Secret into text raises SecretExposureError (used while rendering templates)."""
+    token = rendering_text.set(True)
+    try:
+        yield
+    finally:
+        rendering_text.reset(token)
 
 
 class Secret:
@@ -23,13 +42,17 @@ class Secret:
         return self._value
 
     def __str__(self) -> str:
+        if rendering_text.get():
+            raise SecretExposureError("a secret cannot be rendered into text")
         return MASK
 
     def __repr__(self) -> str:
+        if rendering_text.get():
+            raise SecretExposureError("a secret cannot be rendered into text")
         return f"Secret({MASK})"
 
     def __format__(self, spec: str) -> str:
-        return MASK
+        return str(self)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Secret) and other._value == self._value

@@ -1,0 +1,76 @@
+"""Composition root: builds the services from settings, filling each missing dependency with its production
+default. Nothing touches the network at import time; stores open when `build_services` is awaited."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.connections.allowlist import EndpointAllowlist
+from shared.connections.encryption import SecretBox, dev_key_file_keys
+from shared.connections.openai_model import OpenAIModelPort
+from shared.connections.static import load_settings_connections
+from shared.engine.executor import FlowExecutor
+from shared.engine.ports import Connection, ModelPort
+from shared.services.catalog import FlowCatalog
+from shared.services.credentials import CredentialService
+from shared.services.prices import PriceBook
+from shared.services.runs import RunService
+from shared.services.tenants import TenantService
+from shared.settings import Settings
+from shared.storage.factory import open_stores
+from shared.storage.ports import Stores
+
+
+@dataclass
+class Services:
+    settings: Settings
+    stores: Stores
+    catalog: FlowCatalog
+    connections: dict[str, Connection]
+    endpoints: EndpointAllowlist
+    model: ModelPort
+    prices: PriceBook
+    box: SecretBox
+    tenants: TenantService
+    credentials: CredentialService
+    runs: RunService
+
+    async def close(self) -> None:
+        closer = getattr(self.model, "close", None)
+        if closer is not None:
+            await closer()
+        await self.stores.close()
+
+
+def with_encryption_keys(settings: Settings) -> Settings:
+    """The embedded sqlite default may run without TENANTFLOW_ENCRYPTION_KEY: it then uses a local key file
+    beside the database. Every other store requires the setting (checked in Settings.from_env)."""
+    if settings.encryption_keys:
+        return settings
+    keys = dev_key_file_keys(settings.sqlite_path.parent / "encryption.key")
+    return dataclasses.replace(settings, encryption_keys=keys)
+
+
+async def build_services(settings: Settings | None = None, *, stores: Stores | None = None,
+                         model: ModelPort | None = None, env: Mapping[str, str] | None = None,
+                         secret_resolver: Any = None) -> Services:
+    settings = with_encryption_keys(settings or Settings.from_env())
+    endpoints = EndpointAllowlist(settings.allowed_hosts)
+    connections = load_settings_connections(settings, env)
+    catalog = FlowCatalog(settings.flows_dir, connections)
+    prices = PriceBook.load(settings.prices_file)
+    box = SecretBox(settings.encryption_keys)
+    stores = stores or await open_stores(settings)
+    model = model or OpenAIModelPort(endpoints)
+    tenants = TenantService(stores.tenants, box)
+    credentials = CredentialService(stores.credentials, stores.tenants, box, endpoints, resolver=secret_resolver,
+                                    ttl=settings.credential_cache_ttl)
+
+    def executor_factory(metered: ModelPort) -> FlowExecutor:
+        return FlowExecutor(metered, credentials, endpoints, connections)
+
+    runs = RunService(stores, catalog, model, executor_factory, prices)
+    return Services(settings, stores, catalog, connections, endpoints, model, prices, box, tenants, credentials, runs)

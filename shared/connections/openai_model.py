@@ -1,0 +1,201 @@
+"""The model port over the real `openai` SDK: one cached client per (endpoint, credential), a shared HTTP pool,
+and a retry loop that honours `retry-after-ms` / `retry-after` but never retries `insufficient_quota` or a
+content-filter refusal. `openai` and `azure.identity` are imported when the first client is built."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import urlsplit
+
+from shared.engine.ports import ChatRequest, ChatResult, Connection, EndpointPolicy, ModelPort, StepFailure
+from shared.engine.usage import TokenUsage
+
+COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
+MAX_RETRY_WAIT = 30.0
+
+
+def client_key(connection: Connection) -> tuple[str, ...]:
+    """Identity of a client: endpoint + credential. A rotated key gives a new key (and a new client)."""
+    secret = connection.api_key.reveal() if connection.api_key is not None else ""
+    fingerprint = hashlib.sha256(secret.encode()).hexdigest()[:16] if secret else "-"
+    return (connection.kind, connection.endpoint, connection.api_version, connection.auth, fingerprint)
+
+
+class ClientCache:
+    """LRU of openai clients sharing one HTTP connection pool. Building a client costs ~20 ms; reuse it."""
+
+    def __init__(self, max_clients: int = 256, token_credential: Any = None) -> None:
+        self.max_clients = max_clients
+        self.clients: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+        self.by_identity: dict[tuple[str, ...], tuple[str, ...]] = {}  # (kind, endpoint, auth) → current key
+        self.http_client: Any = None
+        self.token_credential = token_credential
+        self.token_provider: Any = None
+
+    def get(self, connection: Connection) -> Any:
+        key = client_key(connection)
+        client = self.clients.get(key)
+        if client is not None:
+            self.clients.move_to_end(key)
+            return client
+        identity = key[:4]
+        previous = self.by_identity.get(identity)
+        if previous is not None:  # same endpoint, other key: the key was rotated; drop the old client
+            self.clients.pop(previous, None)
+        client = self.build(connection)
+        self.clients[key] = client
+        self.by_identity[identity] = key
+        while len(self.clients) > self.max_clients:
+            old_key, _ = self.clients.popitem(last=False)
+            self.by_identity = {i: k for i, k in self.by_identity.items() if k != old_key}
+        return client
+
+    def build(self, connection: Connection) -> Any:
+        import openai
+
+        if self.http_client is None:
+            factory = getattr(openai, "DefaultAsyncHttpx2Client", None) or openai.DefaultAsyncHttpxClient
+            self.http_client = factory()
+        api_key = connection.api_key.reveal() if connection.api_key is not None else None
+        if connection.kind == "openai":
+            return openai.AsyncOpenAI(api_key=api_key, base_url=connection.endpoint or None, max_retries=0,
+                                      http_client=self.http_client)
+        if connection.auth == "entra":
+            return openai.AsyncAzureOpenAI(azure_endpoint=connection.endpoint, api_version=connection.api_version,
+                                           azure_ad_token_provider=self.entra_token_provider(), max_retries=0,
+                                           http_client=self.http_client)
+        return openai.AsyncAzureOpenAI(azure_endpoint=connection.endpoint, api_version=connection.api_version,
+                                       api_key=api_key, max_retries=0, http_client=self.http_client)
+
+    def entra_token_provider(self) -> Any:
+        if self.token_provider is None:
+            from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
+
+            self.token_credential = self.token_credential or DefaultAzureCredential()
+            self.token_provider = get_bearer_token_provider(self.token_credential, COGNITIVE_SCOPE)
+        return self.token_provider
+
+    async def close(self) -> None:
+        self.clients.clear()
+        self.by_identity.clear()
+        if self.http_client is not None:
+            await self.http_client.aclose()
+            self.http_client = None
+        if self.token_credential is not None and hasattr(self.token_credential, "close"):
+            await self.token_credential.close()
+
+
+class OpenAIModelPort(ModelPort):
+    def __init__(self, endpoints: EndpointPolicy, clients: ClientCache | None = None, max_attempts: int = 4,
+                 timeout: float = 120.0, sleep: Any = asyncio.sleep) -> None:
+        self.endpoints = endpoints
+        self.clients = clients or ClientCache()
+        self.max_attempts = max_attempts
+        self.timeout = timeout
+        self.sleep = sleep
+
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        import openai
+
+        connection = request.connection
+        self.endpoints.check(connection.endpoint)
+        client = self.clients.get(connection)
+        host = urlsplit(connection.endpoint).hostname or ""
+        arguments: dict[str, Any] = {
+            "model": request.model,
+            "messages": request.messages,
+            "temperature": request.temperature,
+            "timeout": self.timeout,
+        }
+        if request.max_completion_tokens is not None:
+            arguments["max_completion_tokens"] = request.max_completion_tokens
+        if request.response_format == "json_object":
+            arguments["response_format"] = {"type": "json_object"}
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                response = await client.chat.completions.create(**arguments)
+            except openai.RateLimitError as exc:
+                if error_code(exc) == "insufficient_quota":
+                    raise StepFailure(f"the model provider at {host} refused: insufficient quota (not retried)",
+                                      "insufficient_quota") from None
+                if attempt == self.max_attempts:
+                    raise StepFailure(f"rate limited by {host} after {attempt} attempts", "rate_limited") from None
+                await self.sleep(retry_delay(exc.response.headers, attempt))
+                continue
+            except openai.BadRequestError as exc:
+                if error_code(exc) == "content_filter":
+                    raise StepFailure(f"the prompt was blocked by the content filter of {host}",
+                                      "content_filter") from None
+                raise StepFailure(f"the model at {host} rejected the request: {safe_message(exc)}",
+                                  "bad_request") from None
+            except openai.AuthenticationError:
+                raise StepFailure(f"authentication failed at {host}: check the credential's key or role",
+                                  "authentication_failed") from None
+            except openai.PermissionDeniedError:
+                raise StepFailure(f"permission denied at {host}", "permission_denied") from None
+            except openai.NotFoundError:
+                raise StepFailure(f"deployment {request.model!r} not found at {host}", "deployment_not_found") from None
+            except (openai.InternalServerError, openai.APIConnectionError) as exc:
+                if attempt == self.max_attempts:
+                    what = "unreachable" if isinstance(exc, openai.APIConnectionError) else "failing"
+                    raise StepFailure(f"the model endpoint {host} is {what} after {attempt} attempts",
+                                      "model_unavailable") from None
+                headers = exc.response.headers if isinstance(exc, openai.APIStatusError) else {}
+                await self.sleep(retry_delay(headers, attempt))
+                continue
+            except openai.APIStatusError as exc:
+                raise StepFailure(f"the model at {host} answered HTTP {exc.status_code}", "model_error") from None
+            return to_result(response, host, attempt)
+        raise StepFailure(f"no answer from {host}", "model_unavailable")  # pragma: no cover - loop always returns
+
+    async def close(self) -> None:
+        await self.clients.close()
+
+
+def to_result(response: Any, host: str, attempt: int) -> ChatResult:
+    choice = response.choices[0] if response.choices else None
+    message = choice.message if choice is not None else None
+    return ChatResult(
+        content=(message.content if message is not None else None) or "",
+        role=(message.role if message is not None else None) or "assistant",
+        model=response.model or "",
+        finish_reason=choice.finish_reason if choice is not None else None,
+        usage=TokenUsage.from_openai(response.usage),
+        endpoint_host=host,
+        attempt=attempt,
+    )
+
+
+def error_code(exc: Any) -> str | None:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return inner.get("code") or inner.get("type")
+    return getattr(exc, "code", None)
+
+
+def safe_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return inner["message"][:300]
+    return f"HTTP {getattr(exc, 'status_code', '?')}"
+
+
+def retry_delay(headers: Any, attempt: int) -> float:
+    """`retry-after-ms`, then `retry-after` (seconds); otherwise exponential backoff with jitter."""
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name) if headers is not None else None
+        if value is None:
+            continue
+        try:
+            return min(max(float(value) / divisor, 0.0), MAX_RETRY_WAIT)
+        except ValueError:
+            continue
+    return min(0.5 * 2 ** (attempt - 1), 8.0) * (0.5 + random.random() / 2)

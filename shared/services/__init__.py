@@ -1,0 +1,1 @@
+"""Plain async handlers (no azure.functions): run a flow, record usage, budgets, schedules, tenants."""

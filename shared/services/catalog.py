@@ -1,0 +1,70 @@
+"""The flows an app can run: YAML files in the flows directory, parsed and validated once per file version."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+
+from shared.engine.errors import FlowError
+from shared.engine.model import Flow
+from shared.engine.parser import parse_flow_file
+from shared.engine.validator import validate_flow
+
+
+class FlowNotFound(LookupError):
+    pass
+
+
+def flow_files(paths: list[Path]) -> list[Path]:
+    """Expands directories into their *.yaml / *.yml files (sorted)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()))
+        else:
+            found.append(path)
+    return found
+
+
+class FlowCatalog:
+    def __init__(self, flows_dir: Path, static_connections: Collection[str]) -> None:
+        self.flows_dir = flows_dir
+        self.static_connections = set(static_connections)
+        self.cache: dict[Path, tuple[float, Flow]] = {}
+        self.index: dict[str, Path] | None = None
+
+    def load(self, path: Path) -> Flow:
+        """Parses and validates one file (cached by modification time). Raises FlowError."""
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            raise FlowNotFound(f"flow file not found: {path}") from None
+        cached = self.cache.get(path)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        flow = validate_flow(parse_flow_file(path), self.static_connections)
+        self.cache[path] = (mtime, flow)
+        return flow
+
+    def get(self, reference: str) -> Flow:
+        """A flow by id (from the flows directory) or by a .yaml path. Raises FlowNotFound or FlowError."""
+        if reference.endswith((".yaml", ".yml")) or "/" in reference:
+            return self.load(Path(reference))
+        path = self.ids().get(reference)
+        if path is None:
+            self.index = None  # a file may have been added since
+            path = self.ids().get(reference)
+        if path is None:
+            raise FlowNotFound(f"unknown flow {reference!r}")
+        return self.load(path)
+
+    def ids(self) -> dict[str, Path]:
+        if self.index is None:
+            index: dict[str, Path] = {}
+            for path in flow_files([self.flows_dir]) if self.flows_dir.is_dir() else []:
+                try:
+                    index.setdefault(self.load(path).id, path)
+                except FlowError:
+                    continue  # an invalid file is reported by `tenantflow validate`, never run
+            self.index = index
+        return self.index

@@ -1,0 +1,50 @@
+"""In-memory fakes of the engine ports, for fast unit tests of pure logic. They expose what they saw."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.connections.secret import Secret
+from shared.engine.ports import ChatRequest, ChatResult, CredentialSource, EndpointPolicy, ModelPort, StepFailure
+from shared.engine.usage import TokenUsage
+
+
+class FakeModel(ModelPort):
+    """Replies `reply(request)`; fails with `failures[prompt]` when the last user message matches."""
+
+    def __init__(self, failures: dict[str, StepFailure] | None = None) -> None:
+        self.requests: list[ChatRequest] = []
+        self.failures = failures or {}
+
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        self.requests.append(request)
+        last = request.messages[-1]["content"]
+        if last in self.failures:
+            raise self.failures[last]
+        content = '{"echo": %d}' % len(last) if request.response_format == "json_object" else f"re: {last}"
+        prompt, completion = len(str(request.messages)) // 4, len(content) // 4
+        usage = TokenUsage(prompt, completion, prompt + completion)
+        return ChatResult(content, "assistant", request.model, "stop", usage, request.connection.endpoint)
+
+
+class FakeCredentials(CredentialSource):
+    def __init__(self, by_tenant: dict[str, dict[str, dict[str, Any]]]) -> None:
+        self.by_tenant = by_tenant
+        self.loads: list[tuple[str, str]] = []
+
+    async def load(self, tenant_id: str, name: str) -> dict[str, Any]:
+        self.loads.append((tenant_id, name))
+        try:
+            fields = dict(self.by_tenant[tenant_id][name])
+        except KeyError:
+            raise StepFailure(f"tenant {tenant_id} has no credential {name}", "credential_not_found") from None
+        if isinstance(fields.get("api_key"), str):
+            fields["api_key"] = Secret(fields["api_key"])
+        return fields
+
+
+class AllowAll(EndpointPolicy):
+    def check(self, endpoint: str) -> str:
+        if "blocked" in endpoint:
+            raise StepFailure(f"endpoint {endpoint} is not allowed", "endpoint_refused")
+        return endpoint.rstrip("/")

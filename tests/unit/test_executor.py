@@ -1,0 +1,171 @@
+"""The executor on fake ports: control flow, templates, dynamic connections, secrets, step records."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.connections.secret import Secret
+from shared.engine.executor import FlowExecutor, RunContext
+from shared.engine.inputs import coerce_inputs
+from shared.engine.parser import parse_flow, parse_flow_file
+from shared.engine.ports import Connection, StepFailure
+from shared.engine.validator import validate_flow
+from tests.fakes import AllowAll, FakeCredentials, FakeModel
+
+from .test_flow_corpus import HERE, SHIPPED
+
+STATIC = {"default": Connection("default", endpoint="http://static.example", api_key=Secret("static-key"))}
+CREDS = {
+    "contoso": {"foundry": {"endpoint": "https://contoso.openai.azure.com", "api_key": "k-contoso",
+                            "api_version": "2024-10-21"}},
+    "fabrikam": {"foundry": {"endpoint": "https://fabrikam.openai.azure.com", "api_key": "k-fabrikam",
+                             "api_version": "2024-06-01"}},
+}
+
+
+def executor(model=None, creds=None):
+    model = model or FakeModel()
+    return FlowExecutor(model, FakeCredentials(creds or CREDS), AllowAll(), STATIC), model
+
+
+def flow_from(text):
+    return validate_flow(parse_flow(text, "t.yaml"), STATIC)
+
+
+async def run(flow, inputs, tenant="contoso", **kw):
+    ex, model = executor(**kw)
+    outcome = await ex.run(flow, coerce_inputs(flow, inputs), RunContext(tenant, tenant.title(), "run-1"))
+    return outcome, model
+
+
+async def test_seed_flow_uses_each_tenants_own_connection():
+    flow = validate_flow(parse_flow_file(SHIPPED / "support-reply.yaml"), STATIC)
+    for tenant, endpoint, key, version in [
+        ("contoso", "https://contoso.openai.azure.com", "k-contoso", "2024-10-21"),
+        ("fabrikam", "https://fabrikam.openai.azure.com", "k-fabrikam", "2024-06-01"),
+    ]:
+        outcome, model = await run(flow, {"ticket": "My invoice is wrong", "history": [], "model": "gpt-4o-mini"},
+                                   tenant)
+        assert outcome.status == "succeeded", outcome.error
+        (request,) = model.requests
+        assert request.connection.endpoint == endpoint
+        assert request.connection.api_key.reveal() == key
+        assert request.connection.api_version == version
+        system = f"You are the support assistant of {tenant.title()}. Answer briefly and politely."
+        assert request.messages[0] == {"role": "system", "content": system}
+        assert request.messages[-1] == {"role": "user", "content": "My invoice is wrong"}
+        assert request.temperature == 0.2 and request.max_completion_tokens == 400
+        assert outcome.outputs["reply"] == "re: My invoice is wrong"
+        assert outcome.outputs["tokens"] == outcome.usage.total_tokens > 0
+        assert [s.id for s in outcome.steps] == ["creds", "connect", "draft"]
+
+
+async def test_default_temperature_and_result_name_and_static_connection():
+    flow = flow_from("id: f\nsteps:\n  - {id: a, kind: chat_completion, model: m, user_prompt: hi}\n"
+                     "outputs:\n  text: '{{ response.content }}'\n")
+    outcome, model = await run(flow, {})
+    assert model.requests[0].temperature == 0.7
+    assert model.requests[0].connection.name == "default"
+    assert outcome.outputs == {"text": "re: hi"}
+
+
+async def test_prompt_template_with_context_list():
+    flow = validate_flow(parse_flow_file(HERE / "valid" / "rag_template.yaml"), STATIC)
+    outcome, model = await run(flow, {"question": "Why?", "docs": ["one", {"k": 2}]})
+    assert model.requests[0].messages[-1]["content"] == 'Use the context.\none\n\n{"k": 2}\n---\nWhy?'
+    assert outcome.outputs["answer"] == {"echo": len(model.requests[0].messages[-1]["content"])}
+
+
+async def test_nested_loops_try_and_return():
+    flow = validate_flow(parse_flow_file(HERE / "valid" / "nested_control.yaml"), STATIC)
+    outcome, _ = await run(flow, {"matrix": [[1, 2], [3, "x", 9]]})
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.outputs == {"size": "big", "total": 15}
+    adds = [s for s in outcome.steps if s.id == "add"]
+    assert [s.iteration for s in adds] == [0, 1, 2, 3, 4]
+    assert [s.status for s in adds] == ["succeeded", "succeeded", "succeeded", "failed", "succeeded"]
+
+
+async def test_triage_batch_counts_failures_and_skips_empty_tickets():
+    flow = validate_flow(parse_flow_file(SHIPPED / "triage-batch.yaml"), STATIC)
+    failing = FakeModel({"broken": StepFailure("content filtered", "content_filter")})
+    outcome, model = await run(flow, {"tickets": ["server down", "  ", "broken", "typo"]}, model=failing)
+    assert outcome.status == "succeeded", outcome.error
+    assert len(model.requests) == 3
+    assert outcome.outputs["failures"] == 1
+    assert outcome.outputs["classified"] == 2
+    assert outcome.outputs["labels"][1] == {"ticket": "broken", "error": "content_filter"}
+
+
+async def test_for_each_over_max_iterations_fails_the_step():
+    flow = flow_from("id: f\ninputs: {xs: {type: list}}\nsteps:\n  - id: loop\n    kind: for_each\n"
+                     "    items: '{{ inputs.xs }}'\n    as: x\n    max_iterations: 2\n    steps:\n"
+                     "      - {id: a, kind: chat_completion, model: m, user_prompt: '{{ x }}'}\n")
+    outcome, model = await run(flow, {"xs": [1, 2, 3]})
+    assert outcome.status == "failed" and outcome.error_code == "too_many_items"
+    assert "3 items exceed max_iterations 2" in outcome.error and model.requests == []
+
+
+async def test_secret_rendered_at_run_time_is_an_error_not_a_leak():
+    flow = flow_from("id: f\nsteps:\n  - {id: c, kind: load_credential, name: foundry, result: cred}\n"
+                     "  - {id: d, kind: declare_variable, name: everything, type: object, value: '{{ cred }}'}\n"
+                     "  - {id: a, kind: chat_completion, model: m, user_prompt: 'x {{ everything }}'}\n")
+    outcome, model = await run(flow, {})
+    assert outcome.status == "failed" and model.requests == []
+    assert "secret cannot be rendered" in outcome.error
+    assert "k-contoso" not in outcome.error
+
+
+async def test_secret_in_output_fails_the_run():
+    flow = flow_from("id: f\nsteps:\n  - {id: c, kind: load_credential, name: foundry, result: cred}\n"
+                     "  - {id: d, kind: declare_variable, name: all, type: object, value: '{{ cred }}'}\n"
+                     "outputs:\n  x: '{{ all }}'\n")
+    outcome, _ = await run(flow, {})
+    assert outcome.status == "failed" and outcome.error_code == "secret_exposure"
+
+
+async def test_missing_credential_fails_the_step_with_a_clear_message():
+    outcome, model = await run(validate_flow(parse_flow_file(SHIPPED / "support-reply.yaml"), STATIC),
+                               {"ticket": "hi"}, tenant="unknown")
+    assert outcome.status == "failed" and outcome.error_code == "credential_not_found"
+    assert outcome.error == "step creds: tenant unknown has no credential foundry"
+    assert [s.status for s in outcome.steps] == ["failed"] and model.requests == []
+
+
+async def test_refused_endpoint_stops_before_any_model_call():
+    creds = {"contoso": {"foundry": {"endpoint": "https://blocked.example", "api_key": "k"}}}
+    outcome, model = await run(validate_flow(parse_flow_file(SHIPPED / "support-reply.yaml"), STATIC),
+                               {"ticket": "hi"}, creds=creds)
+    assert outcome.error_code == "endpoint_refused" and model.requests == []
+
+
+async def test_set_variable_type_is_enforced_at_run_time():
+    flow = flow_from("id: f\nsteps:\n  - {id: d, kind: declare_variable, name: n, type: integer, value: 1}\n"
+                     "  - {id: s, kind: set_variable, name: n, value: 'text'}\n")
+    outcome, _ = await run(flow, {})
+    assert outcome.status == "failed" and "variable 'n' is integer" in outcome.error
+
+
+async def test_native_values_survive_single_expressions():
+    flow = validate_flow(parse_flow_file(HERE / "valid" / "shorthand_inputs.yaml"), STATIC)
+    outcome, _ = await run(flow, {"name": "Ada"})
+    assert outcome.outputs == {"greeting": "Hello Ada", "doubled": 4}
+
+
+async def test_history_is_checked():
+    flow = flow_from("id: f\ninputs: {h: {type: list}}\nsteps:\n"
+                     "  - {id: a, kind: chat_completion, model: m, history: '{{ inputs.h }}'}\n")
+    outcome, _ = await run(flow, {"h": [{"role": "robot", "content": "x"}]})
+    assert outcome.status == "failed" and "item 1: role must be one of" in outcome.error
+
+
+@pytest.mark.parametrize("template,error", [
+    ("{{ 1 / 0 }}", "ZeroDivisionError"),
+    ("{{ box.__class__.__mro__ }}", "not allowed in a template"),
+])
+async def test_template_failures_are_step_errors(template, error):
+    flow = flow_from(f"id: f\nsteps:\n  - {{id: d, kind: declare_variable, name: box, type: object, value: {{}}}}\n"
+                     f"  - id: a\n    kind: chat_completion\n    model: m\n"
+                     f"    user_prompt: \"{template}\"\n")
+    outcome, model = await run(flow, {})
+    assert outcome.status == "failed" and error in outcome.error and model.requests == []
