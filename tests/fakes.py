@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from shared.connections.secret import Secret
@@ -21,7 +22,7 @@ class FakeModel(ModelPort):
         last = request.messages[-1]["content"]
         if last in self.failures:
             raise self.failures[last]
-        content = '{"echo": %d}' % len(last) if request.response_format == "json_object" else f"re: {last}"
+        content = json.dumps({"echo": len(last)}) if request.response_format == "json_object" else f"re: {last}"
         prompt, completion = len(str(request.messages)) // 4, len(content) // 4
         usage = TokenUsage(prompt, completion, prompt + completion)
         return ChatResult(content, "assistant", request.model, "stop", usage, request.connection.endpoint)
