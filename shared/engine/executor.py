@@ -77,10 +77,13 @@ class FlowExecutor:
             outputs = render_outputs(flow.outputs, state.scope)
         except ReturnSignal as signal:
             try:
-                value = render_outputs({"value": signal.value}, state.scope)["value"]
+                if signal.value is None:  # a bare `return` ends the run with the flow's outputs
+                    outputs = render_outputs(flow.outputs, state.scope)
+                else:
+                    value = render_outputs({"value": signal.value}, state.scope)["value"]
+                    outputs = value if isinstance(value, dict) else {"result": value}
             except StepFailure as exc:
                 return state.failed(exc)
-            outputs = value if isinstance(value, dict) else {"result": value}
         except StepFailure as exc:
             return state.failed(exc)
         return RunOutcome("succeeded", outputs, state.outcomes, state.usage)

@@ -12,6 +12,7 @@ from shared.engine.model import CHILD_BLOCKS, INPUT_TYPES, STEP_KINDS, Flow, Inp
 from shared.engine.yaml_source import LocatedDict, LocatedList, YamlSourceError, load_located
 
 TOP_LEVEL_KEYS = ("id", "description", "inputs", "steps", "outputs")
+EXPRESSION_FIELDS = ("condition", "items")
 INPUT_KEYS = ("type", "required", "default", "description")
 
 
@@ -140,8 +141,8 @@ def parse_steps(raw: Any, line: int, where: str, parent: str | None, problem: An
         label = step_id if isinstance(step_id, str) and step_id else f"#{index + 1} of {where}"
         if step_id is None:
             problem(item.line, "missing required field", step=label, field="id")
-        elif not isinstance(step_id, str) or not is_identifier(step_id):
-            problem(item.line_of("id"), "step id must be an identifier (letters, digits, _ and -)", step=label,
+        elif not isinstance(step_id, str) or not is_step_id(step_id):
+            problem(item.line_of("id"), "step id must start with a letter (letters, digits, _ and -)", step=label,
                     field="id")
         kind = item.get("kind")
         if kind is None:
@@ -152,6 +153,10 @@ def parse_steps(raw: Any, line: int, where: str, parent: str | None, problem: An
                     f"expected one of {', '.join(STEP_KINDS)}", step=label, field="kind")
             continue
         fields = {k: v for k, v in item.items() if k not in ("id", "kind")}
+        for name in EXPRESSION_FIELDS:
+            value = fields.get(name)
+            if isinstance(value, str) and "{{" not in value and "{%" not in value:
+                fields[name] = "{{ " + value + " }}"  # `condition: inputs.n > 3` reads as an expression
         step = Step(id=str(step_id or label), kind=kind, fields=fields, line=item.line,
                     field_lines=dict(item.key_lines))
         for block in CHILD_BLOCKS:
@@ -168,9 +173,12 @@ def is_slug(text: str) -> bool:
 
 
 def is_identifier(text: Any) -> bool:
-    return isinstance(text, str) and bool(text) and (text[0].isalpha() or text[0] == "_") and all(
-        c.isalnum() or c in "_-" for c in text
-    )
+    """A name templates can read: letters, digits and _, not starting with a digit."""
+    return isinstance(text, str) and text.isidentifier() and text.isascii()
+
+
+def is_step_id(text: str) -> bool:
+    return bool(text) and text[0].isalpha() and all(c.isalnum() or c in "_-" for c in text) and text.isascii()
 
 
 def type_name(value: Any) -> str:

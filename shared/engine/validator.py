@@ -109,7 +109,7 @@ class Validator:
         templated = isinstance(value, str) and ("{{" in value or "{%" in value)
         if spec.shape == "name":
             if not is_identifier(value):
-                self.problem(line, f"must be a plain name (letters, digits, _), got {value!r}"
+                self.problem(line, f"must be a plain name (letters, digits, _; no dashes), got {value!r}"
                              if isinstance(value, str) else f"must be a name, got {type_name(value)}", step.id, name)
             elif value in RESERVED_NAMES:
                 self.problem(line, f"{value!r} is a reserved name", step.id, name)

@@ -169,3 +169,10 @@ async def test_template_failures_are_step_errors(template, error):
                      f"    user_prompt: \"{template}\"\n")
     outcome, model = await run(flow, {})
     assert outcome.status == "failed" and error in outcome.error and model.requests == []
+
+
+async def test_bare_expressions_and_bare_return_give_the_flow_outputs():
+    flow = validate_flow(parse_flow_file(HERE / "valid" / "plain_expressions.yaml"), STATIC)
+    outcome, _ = await run(flow, {})
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.outputs == {"longest": "ccc"}
