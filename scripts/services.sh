@@ -26,15 +26,18 @@ up() {
   if [ ! -x scripts/azurite/node_modules/.bin/azurite ]; then
     (cd scripts/azurite && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   fi
-  mkdir -p "$root/azurite"
-  nohup scripts/azurite/node_modules/.bin/azurite --silent --skipApiVersionCheck --inMemoryPersistence --loose \
-    --blobHost 127.0.0.1 --blobPort $((azport)) --queueHost 127.0.0.1 --queuePort $((azport+1)) \
-    --tableHost 127.0.0.1 --tablePort $((azport+2)) --location "$root/azurite" >"$root/azurite.log" 2>&1 &
-  echo $! >"$root/azurite.pid"
-  for _ in $(seq 1 100); do
-    (echo >/dev/tcp/127.0.0.1/$((azport+2))) 2>/dev/null && (echo >/dev/tcp/127.0.0.1/$((azport+1))) 2>/dev/null && break
+  (cd "$root" && nohup "$OLDPWD/scripts/azurite/node_modules/.bin/azurite" --silent --skipApiVersionCheck --disableTelemetry \
+    --inMemoryPersistence --extentMemoryLimit 512 --loose --blobHost 127.0.0.1 --blobPort $((azport)) --queueHost 127.0.0.1 \
+    --queuePort $((azport+1)) --tableHost 127.0.0.1 --tablePort $((azport+2)) >"$root/azurite.log" 2>&1 &
+   echo $! >"$root/azurite.pid")
+  local ready=""
+  for _ in $(seq 1 150); do
+    if (echo >/dev/tcp/127.0.0.1/$((azport+2))) 2>/dev/null && (echo >/dev/tcp/127.0.0.1/$((azport+1))) 2>/dev/null; then
+      ready=1; break
+    fi
     sleep 0.2
   done
+  if [ -z "$ready" ]; then echo "Azurite did not start:" >&2; cat "$root/azurite.log" >&2; exit 1; fi
   local key="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
   cat >"$root/env" <<ENV
 TENANTFLOW_TEST_POSTGRES_ADMIN_DSN=postgresql://postgres@127.0.0.1:$pgport/postgres
@@ -48,7 +51,7 @@ down_quiet() {
   if [ -f "$pgdata/postmaster.pid" ]; then runuser -u postgres -- "$(pgbin)/pg_ctl" -D "$pgdata" -m immediate -w stop >/dev/null 2>&1 || true; fi
 }
 
-down() { down_quiet; rm -rf "$pgdata" "$root/azurite"; echo "services down"; }
+down() { down_quiet; rm -rf "$pgdata"; echo "services down"; }
 
 case "${1:-}" in
   up) up ;;
