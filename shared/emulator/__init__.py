@@ -1,0 +1,1 @@
+"""Offline Azure OpenAI–compatible emulator for development and tests (see server.py)."""
