@@ -1,0 +1,72 @@
+"""How records become JSON documents and text columns — one place, shared by every adapter."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from shared.storage.models import RunRecord, StepRecord
+
+
+def time_text(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with microseconds: sorts as text."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def decimal_or_none(text: Any) -> Decimal | None:
+    return None if text is None or text == "" else Decimal(str(text))
+
+
+def run_to_document(run: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "tenant_id": run.tenant_id,
+        "flow_id": run.flow_id,
+        "flow_hash": run.flow_hash,
+        "trigger": run.trigger,
+        "status": run.status,
+        "inputs": run.inputs,
+        "outputs": run.outputs,
+        "error": run.error,
+        "steps": [
+            {"id": s.id, "kind": s.kind, "status": s.status, "duration_ms": s.duration_ms, "usage": s.usage,
+             "error": s.error, "iteration": s.iteration}
+            for s in run.steps
+        ],
+        "usage": run.usage,
+        "idempotency_key": run.idempotency_key,
+        "request_hash": run.request_hash,
+        "created_at": time_text(run.created_at),
+        "started_at": time_text(run.started_at),
+        "finished_at": time_text(run.finished_at),
+    }
+
+
+def run_from_document(doc: dict[str, Any]) -> RunRecord:
+    return RunRecord(
+        run_id=doc["run_id"],
+        tenant_id=doc["tenant_id"],
+        flow_id=doc["flow_id"],
+        flow_hash=doc.get("flow_hash") or "",
+        trigger=doc["trigger"],
+        status=doc["status"],
+        inputs=doc.get("inputs") or {},
+        outputs=doc.get("outputs"),
+        error=doc.get("error"),
+        steps=[StepRecord(**s) for s in doc.get("steps") or []],
+        usage=doc.get("usage") or {},
+        idempotency_key=doc.get("idempotency_key"),
+        request_hash=doc.get("request_hash"),
+        created_at=parse_time(doc.get("created_at")) or datetime.now(UTC),
+        started_at=parse_time(doc.get("started_at")),
+        finished_at=parse_time(doc.get("finished_at")),
+    )

@@ -1,0 +1,36 @@
+"""SQLite adapters: the embedded default store (local use, the demo)."""
+
+from __future__ import annotations
+
+from shared.settings import Settings
+from shared.storage.ports import Stores
+from shared.storage.sqlite.database import SqliteDatabase
+from shared.storage.sqlite.stores import (
+    SqliteBudgetStore,
+    SqliteCredentialStore,
+    SqliteHealth,
+    SqliteReplayGuard,
+    SqliteRunStore,
+    SqliteScheduleStore,
+    SqliteTenantStore,
+    SqliteUsageLedger,
+    SqliteUsageQueries,
+)
+
+
+async def open_sqlite_stores(settings: Settings) -> Stores:
+    db = SqliteDatabase(settings.sqlite_path)
+    await db.migrate()
+    return Stores(
+        backend="sqlite",
+        tenants=SqliteTenantStore(db),
+        credentials=SqliteCredentialStore(db),
+        runs=SqliteRunStore(db),
+        usage=SqliteUsageLedger(db),
+        usage_queries=SqliteUsageQueries(db),
+        budgets=SqliteBudgetStore(db),
+        schedules=SqliteScheduleStore(db),
+        replay=SqliteReplayGuard(db),
+        health=SqliteHealth(db),
+        closer=db.close,
+    )
