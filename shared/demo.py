@@ -15,7 +15,6 @@ import shutil
 import sys
 from contextlib import ExitStack
 from decimal import Decimal
-from pathlib import Path
 
 from shared.connections.secret import Secret
 from shared.settings import REPO_ROOT, Settings
