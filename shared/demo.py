@@ -15,6 +15,7 @@ import shutil
 import sys
 from contextlib import ExitStack
 from decimal import Decimal
+from typing import Any
 
 from shared.connections.secret import Secret
 from shared.settings import REPO_ROOT, Settings
@@ -30,7 +31,7 @@ def fingerprint(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
-async def demo(emulators: list, default_url: str) -> int:
+async def demo(emulators: list, shared_default: Any) -> int:
     from shared.bootstrap import build_services
 
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
@@ -38,7 +39,7 @@ async def demo(emulators: list, default_url: str) -> int:
         Settings.from_env({}),
         sqlite_path=DEMO_DIR / "tenantflow.db",
         allowed_hosts=("127.0.0.1", "localhost"),
-        default_endpoint=default_url,
+        default_endpoint=shared_default.base_url,
     )
     svc = await build_services(settings)
     failures = 0
@@ -79,7 +80,8 @@ async def demo(emulators: list, default_url: str) -> int:
 
         print("\n== triage-batch (if / for_each / try) for contoso on the `default` connection ==")
         tickets = ["Production is down since 9:00!", "", "Please fix a typo on the pricing page",
-                   "[[fault:429;times=1]] Checkout sometimes times out"]
+                   "[[fault:429;times=1]] Checkout sometimes times out",
+                   "[[content_filter]] A ticket the content filter blocks"]
         run = await svc.runs.run("contoso", "triage-batch", {"tickets": tickets}, "cli")
         if run.status != "succeeded":
             failures += 1
@@ -88,7 +90,8 @@ async def demo(emulators: list, default_url: str) -> int:
             for item in run.outputs["labels"]:
                 print(f"  {item.get('label', item.get('error')):<32} ← {item['ticket'][:60]}")
             print(f"  classified {run.outputs['classified']}, failures {run.outputs['failures']}; "
-                  f"{run.usage['total_tokens']} tokens, {run.usage['model_calls']} model calls")
+                  f"{run.usage['total_tokens']} tokens, {run.usage['model_calls']} model calls, "
+                  f"{shared_default.stats()['requests']} HTTP requests (a 429 was retried after retry-after-ms; a content-filter refusal was caught by try)")
 
         print("\n== usage by tenant ==")
         for row in await svc.stores.usage_queries.summarize(None, None, None, "tenant"):
@@ -106,7 +109,7 @@ def main() -> int:
     with ExitStack() as stack:
         emulators = [(stack.enter_context(running_emulator(port=0, api_keys={key})), key) for key in keys]
         shared_default = stack.enter_context(running_emulator(port=0))
-        return asyncio.run(demo(emulators, shared_default.base_url))
+        return asyncio.run(demo(emulators, shared_default))
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ and `POST /_emulator/reset` (no auth).
 
 Auth: `api-key: KEY` or `Authorization: Bearer TOKEN`. With no configured keys any non-empty one is accepted.
 
-Replies are deterministic (`reply_for`): `[<model>] Re: <first 12 words of the last user message> #<digest>`,
-where digest = first 8 hex of sha256 over the JSON of the messages. With `response_format: json_object` the
+Replies are deterministic (`reply_for`): `[<model>] Re: <first 12 words of the last user message> #<digest>`, where
+digest = first 8 hex of sha256 over the JSON of the messages. A system prompt asking to classify "as a, b or c" and
+to "answer with one word" gets one of the options (chosen by the digest). With `response_format: json_object` the
 reply is `{"answer": <that text>, "digest": <digest>}`. `usage` comes from `tokens.count_message_tokens` /
-`count_tokens`; `max_completion_tokens` (or `max_tokens`) truncates the reply with finish_reason `length`.
-Models named o1/o3/o4…/gpt-5… report 16 reasoning tokens (inside completion_tokens). A repeated prompt of
-≥ 1024 tokens reports cached_tokens in 128-token steps, as Azure does.
+`count_tokens`; `max_completion_tokens` (or `max_tokens`) truncates the reply with finish_reason `length`. Models
+named o1/o3/o4…/gpt-5… report 16 reasoning tokens (inside completion_tokens). A repeated prompt of ≥ 1024 tokens
+reports cached_tokens in 128-token steps, as Azure does.
 
 Faults, by header `x-emulator-fault: SPEC` or by a marker `[[fault:SPEC]]` in the last user message (flows can't
 set headers), SPEC being one of `429` (retry-after-ms: 50, retry-after: 1), `429-quota` (code
@@ -42,6 +43,10 @@ from shared.emulator.tokens import count_message_tokens, message_text, split_tok
 FAULT_MARKER = re.compile(r"\[\[fault:(?P<spec>[^\]]+)\]\]")
 CONTENT_FILTER_MARKER = "[[content_filter]]"
 REASONING_MODELS = re.compile(r"^(o\d|gpt-5)")
+SIGNALS = {"urgent": ("down", "outage", "urgent", "asap", "times out", "!"), "high": ("down", "outage", "urgent"),
+           "low": ("typo", "cosmetic", "question"), "negative": ("bad", "angry", "wrong"),
+           "positive": ("thanks", "great", "love")}
+OPTIONS = re.compile(r"\bas ((?:[\w-]+, )*[\w-]+,? or [\w-]+)")
 SAFE = {"filtered": False, "severity": "safe"}
 FILTER_RESULTS = {"hate": SAFE, "self_harm": SAFE, "sexual": SAFE, "violence": SAFE}
 
@@ -59,11 +64,27 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
 
 def reply_for(model: str, messages: list[dict[str, Any]], json_object: bool = False) -> str:
     """The emulator's answer to `messages`, before any truncation."""
+    options = classifier_options(messages)
+    if options:
+        text = last_user_text(messages).lower()
+        for option in options:
+            if option.lower() in text or any(word in text for word in SIGNALS.get(option.lower(), ())):
+                return option
+        return options[int(digest_of(messages), 16) % len(options)]
     words = FAULT_MARKER.sub("", last_user_text(messages)).split()
     text = f"[{model}] Re: {' '.join(words[:12])} #{digest_of(messages)}"
     if json_object:
         return json.dumps({"answer": text, "digest": digest_of(messages)})
     return text
+
+
+def classifier_options(messages: list[dict[str, Any]]) -> list[str]:
+    """A system prompt like "Classify … as low, normal or urgent. Answer with one word." → the options."""
+    system = " ".join(message_text(m.get("content")) for m in messages if m.get("role") == "system")
+    if "one word" not in system.lower():
+        return []
+    match = OPTIONS.search(system)
+    return re.split(r",\s*|\s+or\s+", match.group(1)) if match else []
 
 
 def fingerprint(key: str) -> str:
