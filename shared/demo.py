@@ -91,7 +91,8 @@ async def demo(emulators: list, shared_default: Any) -> int:
                 print(f"  {item.get('label', item.get('error')):<32} ← {item['ticket'][:60]}")
             print(f"  classified {run.outputs['classified']}, failures {run.outputs['failures']}; "
                   f"{run.usage['total_tokens']} tokens, {run.usage['model_calls']} model calls, "
-                  f"{shared_default.stats()['requests']} HTTP requests (a 429 was retried after retry-after-ms; a content-filter refusal was caught by try)")
+                  f"{shared_default.stats()['requests']} HTTP requests")
+            print("  (a 429 was retried after retry-after-ms; a content-filter refusal was caught by try)")
 
         print("\n== usage by tenant ==")
         for row in await svc.stores.usage_queries.summarize(None, None, None, "tenant"):
