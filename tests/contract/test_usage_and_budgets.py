@@ -1,0 +1,115 @@
+"""Contract: UsageLedger, UsageQueries, BudgetStore, ScheduleStore, ReplayGuard, HealthCheck — every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from shared.storage.models import Budget, Schedule, UsageRecord
+from shared.storage.ports import AlreadyExists
+
+
+def record(tenant, run, step="s", iteration=0, attempt=1, model="gpt-4o-mini", flow="f", cost="0.1",
+           when=datetime(2026, 11, 3, 12, tzinfo=UTC), prompt=10, completion=5):
+    return UsageRecord(tenant, run, flow, step, iteration, attempt, model, "x.openai.azure.com", prompt, completion,
+                       prompt + completion, 2, 1, None if cost is None else Decimal(cost), when)
+
+
+async def test_ledger_is_idempotent_and_batched(stores):
+    tenant = "t-" + uuid.uuid4().hex[:6]
+    records = [record(tenant, "r1", iteration=i) for i in range(250)]
+    assert await stores.usage.record(records) == 250
+    assert await stores.usage.record(records[:120] + [record(tenant, "r1", iteration=999)]) == 1
+    stored = await stores.usage.list_for_run(tenant, "r1")
+    assert len(stored) == 251
+    one = next(r for r in stored if r.iteration == 7)
+    assert (one.cost, one.cached_tokens, one.reasoning_tokens, one.recorded_at) == (
+        Decimal("0.1"), 2, 1, datetime(2026, 11, 3, 12, tzinfo=UTC))
+    assert await stores.usage.list_for_run("other", "r1") == []
+
+
+async def test_summaries_group_filter_and_sum_exactly(stores):
+    a, b = "ta-" + uuid.uuid4().hex[:6], "tb-" + uuid.uuid4().hex[:6]
+    d1, d2 = datetime(2026, 10, 30, 23, 59, tzinfo=UTC), datetime(2026, 10, 31, 23, 59, tzinfo=UTC)
+    d3 = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
+    await stores.usage.record([
+        record(a, "r1", "s1", cost="0.1", when=d1),
+        record(a, "r1", "s2", cost="0.2", when=d2, model="gpt-4o"),
+        record(a, "r2", "s1", cost=None, when=d2, model="mystery", flow="g"),
+        record(a, "r3", "s1", cost="0.000001", when=d3),
+        record(b, "r9", "s1", cost="5", when=d2),
+    ])
+    by_day = await stores.usage_queries.summarize(a, None, None, "day")
+    assert [(r.group, r.total_tokens, r.cost, r.runs) for r in by_day] == [
+        ("2026-10-30", 15, Decimal("0.1"), 1), ("2026-10-31", 30, Decimal("0.2"), 2),
+        ("2026-11-01", 15, Decimal("0.000001"), 1)]
+    by_model = {r.group: r for r in await stores.usage_queries.summarize(a, None, None, "model")}
+    assert by_model["gpt-4o-mini"].cost == Decimal("0.100001") and by_model["mystery"].cost is None
+    assert by_model["gpt-4o-mini"].runs == 2
+    by_flow = await stores.usage_queries.summarize(a, date(2026, 10, 31), date(2026, 10, 31), "flow")
+    assert [(r.group, r.prompt_tokens, r.completion_tokens) for r in by_flow] == [("f", 10, 5), ("g", 10, 5)]
+    by_tenant = {r.group: r for r in await stores.usage_queries.summarize(None, None, None, "tenant")}
+    assert by_tenant[a].total_tokens == 60 and by_tenant[b].cost == Decimal("5") and by_tenant[a].runs == 3
+    assert await stores.usage_queries.summarize(a, date(2027, 1, 1), None, "day") == []
+
+
+async def test_budget_reserve_settle_release(stores):
+    tenant = "t-" + uuid.uuid4().hex[:6]
+    assert await stores.budgets.get_budget(tenant) is None
+    await stores.budgets.set_budget(Budget(tenant, 100, Decimal("1.50")))
+    assert await stores.budgets.get_budget(tenant) == Budget(tenant, 100, Decimal("1.50"))
+    ok = await stores.budgets.reserve(tenant, "2026-11", 60, Decimal("0.5"), 100, Decimal("1.50"))
+    assert ok.ok and ok.counters.reserved_tokens == 60
+    refused = await stores.budgets.reserve(tenant, "2026-11", 41, Decimal("0"), 100, None)
+    assert not refused.ok and refused.counters.reserved_tokens == 60
+    refused_cost = await stores.budgets.reserve(tenant, "2026-11", 1, Decimal("1.01"), None, Decimal("1.50"))
+    assert not refused_cost.ok
+    after = await stores.budgets.settle(tenant, "2026-11", 60, Decimal("0.5"), 25, Decimal("0.2"))
+    assert (after.reserved_tokens, after.used_tokens, after.reserved_cost, after.used_cost) == (
+        0, 25, Decimal("0"), Decimal("0.2"))
+    assert (await stores.budgets.reserve(tenant, "2026-11", 75, Decimal(0), 100, None)).ok
+    released = await stores.budgets.settle(tenant, "2026-11", 75, Decimal(0), 0, Decimal(0))
+    assert (released.reserved_tokens, released.used_tokens) == (0, 25)
+    assert (await stores.budgets.counters(tenant, "2026-12")).used_tokens == 0
+    unlimited = await stores.budgets.reserve(tenant, "2026-12", 10**9, Decimal(10**6), None, None)
+    assert unlimited.ok
+
+
+async def test_concurrent_reservations_never_exceed_the_limit(stores):
+    tenant = "t-" + uuid.uuid4().hex[:6]
+    results = await asyncio.gather(*[stores.budgets.reserve(tenant, "2026-11", 30, Decimal(0), 100, None)
+                                     for _ in range(20)])
+    assert sum(r.ok for r in results) == 3
+    assert (await stores.budgets.counters(tenant, "2026-11")).reserved_tokens == 90
+
+
+async def test_schedules(stores):
+    a, b = "ta-" + uuid.uuid4().hex[:6], "tb-" + uuid.uuid4().hex[:6]
+    s1 = Schedule("s1-" + a, a, "support-reply", "*/5 * * * *", {"ticket": "x"})
+    s2 = Schedule("s2-" + b, b, "triage-batch", "0 * * * *", {}, enabled=False)
+    await stores.schedules.add(s1)
+    await stores.schedules.add(s2)
+    with pytest.raises(AlreadyExists):
+        await stores.schedules.add(s1)
+    got = await stores.schedules.get(s1.id)
+    assert (got.tenant_id, got.cron, got.inputs, got.enabled) == (a, "*/5 * * * *", {"ticket": "x"}, True)
+    assert [s.id for s in await stores.schedules.list(b)] == [s2.id]
+    assert not (await stores.schedules.get(s2.id)).enabled
+    mine = [s.id for s in await stores.schedules.list() if s.tenant_id in (a, b)]
+    assert mine == [s1.id, s2.id]
+    assert await stores.schedules.remove(s1.id) is True and await stores.schedules.remove(s1.id) is False
+    assert await stores.schedules.get(s1.id) is None
+
+
+async def test_replay_guard_and_health(stores):
+    tenant = "t-" + uuid.uuid4().hex[:6]
+    later = datetime.now(UTC) + timedelta(minutes=10)
+    results = await asyncio.gather(*[stores.replay.first_use(tenant, "sig-1", later) for _ in range(8)])
+    assert results.count(True) == 1
+    assert await stores.replay.first_use("other-" + tenant, "sig-1", later) is True
+    assert await stores.replay.first_use(tenant, "sig-2", later) is True
+    await stores.health.ping()
