@@ -1,0 +1,410 @@
+"""PostgreSQL adapters of every storage port."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from psycopg import errors
+from psycopg.types.json import Jsonb
+
+from shared.storage.models import (
+    ApiKey,
+    Budget,
+    BudgetCounters,
+    RunRecord,
+    Schedule,
+    StoredCredential,
+    Tenant,
+    UsageRecord,
+    UsageRow,
+)
+from shared.storage.ports import (
+    GROUP_KEYS,
+    AlreadyExists,
+    BudgetStore,
+    CredentialStore,
+    HealthCheck,
+    NotFound,
+    ReplayGuard,
+    Reservation,
+    RunStore,
+    ScheduleStore,
+    TenantStore,
+    UsageLedger,
+    UsageQueries,
+)
+from shared.storage.postgres.database import PostgresDatabase
+from shared.storage.serialization import run_from_document, run_to_document
+
+
+class PostgresTenantStore(TenantStore):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def add(self, tenant: Tenant) -> None:
+        try:
+            async with self.db.transaction() as c:
+                await c.execute("INSERT INTO tenants VALUES (%s, %s, %s, %s, %s)", (
+                    tenant.id, tenant.name, tenant.status, tenant.webhook_secret_blob, tenant.created_at))
+        except errors.UniqueViolation:
+            raise AlreadyExists(f"tenant {tenant.id} already exists") from None
+
+    async def get(self, tenant_id: str) -> Tenant | None:
+        async with self.db.transaction() as c:
+            row = await (await c.execute("SELECT * FROM tenants WHERE id = %s", (tenant_id,))).fetchone()
+        return Tenant(**row) if row else None
+
+    async def list(self) -> list[Tenant]:
+        async with self.db.transaction() as c:
+            found = await (await c.execute("SELECT * FROM tenants ORDER BY id")).fetchall()
+        return [Tenant(**row) for row in found]
+
+    async def update(self, tenant_id: str, column: str, value: Any) -> None:
+        async with self.db.transaction() as c:
+            cursor = await c.execute(f"UPDATE tenants SET {column} = %s WHERE id = %s", (value, tenant_id))
+            if cursor.rowcount == 0:
+                raise NotFound(f"unknown tenant {tenant_id}")
+
+    async def set_status(self, tenant_id: str, status: str) -> None:
+        await self.update(tenant_id, "status", status)
+
+    async def set_webhook_secret(self, tenant_id: str, blob: str) -> None:
+        await self.update(tenant_id, "webhook_secret_blob", blob)
+
+    async def add_api_key(self, key: ApiKey) -> None:
+        try:
+            async with self.db.transaction() as c:
+                await c.execute("INSERT INTO api_keys VALUES (%s, %s, %s, %s, %s)", (
+                    key.key_id, key.tenant_id, key.key_hash, key.created_at, key.revoked_at))
+        except errors.UniqueViolation:
+            raise AlreadyExists(f"API key {key.key_id} already exists") from None
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        async with self.db.transaction() as c:
+            row = await (await c.execute("SELECT * FROM api_keys WHERE key_id = %s", (key_id,))).fetchone()
+        return ApiKey(**row) if row else None
+
+    async def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
+        async with self.db.transaction() as c:
+            found = await (await c.execute("SELECT * FROM api_keys WHERE tenant_id = %s ORDER BY created_at, key_id",
+                                           (tenant_id,))).fetchall()
+        return [ApiKey(**row) for row in found]
+
+    async def revoke_api_key(self, tenant_id: str, key_id: str) -> bool:
+        async with self.db.transaction() as c:
+            cursor = await c.execute("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) "
+                                     "WHERE tenant_id = %s AND key_id = %s", (tenant_id, key_id))
+            return cursor.rowcount == 1
+
+
+def credential_of(row: dict[str, Any]) -> StoredCredential:
+    return StoredCredential(**row)
+
+
+class PostgresCredentialStore(CredentialStore):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def put(self, credential: StoredCredential) -> StoredCredential:
+        async with self.db.transaction(credential.tenant_id) as c:
+            row = await (await c.execute(
+                "INSERT INTO credentials VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 1, now()) "
+                "ON CONFLICT (tenant_id, name) DO UPDATE SET kind = EXCLUDED.kind, endpoint = EXCLUDED.endpoint, "
+                "api_version = EXCLUDED.api_version, auth = EXCLUDED.auth, configs = EXCLUDED.configs, "
+                "secret_blob = EXCLUDED.secret_blob, key_id = EXCLUDED.key_id, "
+                "version = credentials.version + 1, updated_at = now() RETURNING *",
+                (credential.tenant_id, credential.name, credential.kind, credential.endpoint, credential.api_version,
+                 credential.auth, Jsonb(credential.configs), credential.secret_blob, credential.key_id))).fetchone()
+        return credential_of(row)
+
+    async def get(self, tenant_id: str, name: str) -> StoredCredential | None:
+        async with self.db.transaction(tenant_id) as c:
+            row = await (await c.execute("SELECT * FROM credentials WHERE tenant_id = %s AND name = %s",
+                                         (tenant_id, name))).fetchone()
+        return credential_of(row) if row else None
+
+    async def list(self, tenant_id: str) -> list[StoredCredential]:
+        async with self.db.transaction(tenant_id) as c:
+            found = await (await c.execute("SELECT * FROM credentials WHERE tenant_id = %s ORDER BY name",
+                                           (tenant_id,))).fetchall()
+        return [credential_of(row) for row in found]
+
+    async def delete(self, tenant_id: str, name: str) -> bool:
+        async with self.db.transaction(tenant_id) as c:
+            cursor = await c.execute("DELETE FROM credentials WHERE tenant_id = %s AND name = %s", (tenant_id, name))
+            return cursor.rowcount == 1
+
+    async def list_not_under_key(self, key_id: str, limit: int = 100) -> list[StoredCredential]:
+        async with self.db.transaction(operator=True) as c:
+            found = await (await c.execute(
+                "SELECT * FROM credentials WHERE secret_blob IS NOT NULL AND key_id IS DISTINCT FROM %s "
+                "ORDER BY tenant_id, name LIMIT %s", (key_id, limit))).fetchall()
+        return [credential_of(row) for row in found]
+
+    async def replace_secret(self, tenant_id: str, name: str, expected_version: int, secret_blob: str,
+                             key_id: str) -> bool:
+        async with self.db.transaction(tenant_id) as c:
+            cursor = await c.execute(
+                "UPDATE credentials SET secret_blob = %s, key_id = %s, version = version + 1, updated_at = now() "
+                "WHERE tenant_id = %s AND name = %s AND version = %s",
+                (secret_blob, key_id, tenant_id, name, expected_version))
+            return cursor.rowcount == 1
+
+
+class PostgresRunStore(RunStore):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def create(self, run: RunRecord) -> bool:
+        async with self.db.transaction(run.tenant_id) as c:
+            cursor = await c.execute(
+                "INSERT INTO runs VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id) DO NOTHING",
+                (run.run_id, run.tenant_id, run.flow_id, run.status, run.idempotency_key, run.created_at,
+                 Jsonb(run_to_document(run))))
+            return cursor.rowcount == 1
+
+    async def get(self, tenant_id: str, run_id: str) -> RunRecord | None:
+        async with self.db.transaction(tenant_id) as c:
+            row = await (await c.execute("SELECT document FROM runs WHERE tenant_id = %s AND run_id = %s",
+                                         (tenant_id, run_id))).fetchone()
+        return run_from_document(row["document"]) if row else None
+
+    async def transition(self, tenant_id: str, run_id: str, from_statuses: tuple[str, ...], to_status: str) -> bool:
+        started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if to_status == "running" else None
+        async with self.db.transaction(tenant_id) as c:
+            cursor = await c.execute(
+                "UPDATE runs SET status = %(to)s, document = document || jsonb_build_object('status', %(to)s::text)"
+                " || CASE WHEN %(started)s::text IS NULL THEN '{}'::jsonb "
+                "ELSE jsonb_build_object('started_at', %(started)s::text) END "
+                "WHERE tenant_id = %(tenant)s AND run_id = %(run)s AND status = ANY(%(from)s) RETURNING run_id",
+                {"to": to_status, "started": started, "tenant": tenant_id, "run": run_id,
+                 "from": list(from_statuses)})
+            return cursor.rowcount == 1
+
+    async def save(self, run: RunRecord) -> None:
+        async with self.db.transaction(run.tenant_id) as c:
+            cursor = await c.execute("UPDATE runs SET status = %s, document = %s WHERE tenant_id = %s AND run_id = %s",
+                                     (run.status, Jsonb(run_to_document(run)), run.tenant_id, run.run_id))
+            if cursor.rowcount == 0:
+                raise NotFound(f"run {run.run_id} not found")
+
+    async def find_by_idempotency_key(self, tenant_id: str, key: str) -> RunRecord | None:
+        async with self.db.transaction(tenant_id) as c:
+            row = await (await c.execute(
+                "SELECT document FROM runs WHERE tenant_id = %s AND idempotency_key = %s ORDER BY created_at LIMIT 1",
+                (tenant_id, key))).fetchone()
+        return run_from_document(row["document"]) if row else None
+
+    async def list(self, tenant_id: str, limit: int = 50) -> list[RunRecord]:
+        async with self.db.transaction(tenant_id) as c:
+            found = await (await c.execute(
+                "SELECT document FROM runs WHERE tenant_id = %s ORDER BY created_at DESC, run_id LIMIT %s",
+                (tenant_id, limit))).fetchall()
+        return [run_from_document(row["document"]) for row in found]
+
+
+USAGE_COLUMNS = ("tenant_id", "run_id", "step_id", "iteration", "attempt", "flow_id", "model", "endpoint_host",
+                 "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens", "cost",
+                 "recorded_at", "day")
+INSERT_NEW_USAGE = """
+WITH new AS (
+    INSERT INTO usage_records SELECT * FROM usage_batch ON CONFLICT DO NOTHING
+    RETURNING tenant_id, day, model, flow_id, run_id, prompt_tokens, completion_tokens, total_tokens, cost
+), daily AS (
+    INSERT INTO usage_daily
+    SELECT tenant_id, day, model, flow_id, sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(cost),
+           count(cost), count(*)
+    FROM new GROUP BY tenant_id, day, model, flow_id
+    ON CONFLICT (tenant_id, day, model, flow_id) DO UPDATE SET
+        prompt_tokens = usage_daily.prompt_tokens + EXCLUDED.prompt_tokens,
+        completion_tokens = usage_daily.completion_tokens + EXCLUDED.completion_tokens,
+        total_tokens = usage_daily.total_tokens + EXCLUDED.total_tokens,
+        cost = CASE WHEN EXCLUDED.cost IS NULL THEN usage_daily.cost
+                    ELSE coalesce(usage_daily.cost, 0) + EXCLUDED.cost END,
+        priced_records = usage_daily.priced_records + EXCLUDED.priced_records,
+        records = usage_daily.records + EXCLUDED.records
+), run_days AS (
+    INSERT INTO usage_run_days SELECT DISTINCT tenant_id, day, model, flow_id, run_id FROM new
+    ON CONFLICT DO NOTHING
+)
+SELECT count(*) AS inserted FROM new
+"""
+
+
+class PostgresUsageLedger(UsageLedger):
+    """Batched: COPY into a temporary table, then one statement inserts the new records and updates the
+    daily read model from exactly those (existing keys are skipped, so replays change nothing)."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def record(self, records: list[UsageRecord]) -> int:
+        if not records:
+            return 0
+        async with self.db.transaction() as c:
+            await c.execute("CREATE TEMP TABLE IF NOT EXISTS usage_batch (LIKE usage_records) ON COMMIT DELETE ROWS")
+            async with c.cursor().copy(f"COPY usage_batch ({', '.join(USAGE_COLUMNS)}) FROM STDIN") as copy:
+                for r in records:
+                    await copy.write_row((r.tenant_id, r.run_id, r.step_id, r.iteration, r.attempt, r.flow_id,
+                                          r.model, r.endpoint_host, r.prompt_tokens, r.completion_tokens,
+                                          r.total_tokens, r.cached_tokens, r.reasoning_tokens, r.cost, r.recorded_at,
+                                          r.recorded_at.astimezone(UTC).date()))
+            row = await (await c.execute(INSERT_NEW_USAGE)).fetchone()
+        return int(row["inserted"])
+
+    async def list_for_run(self, tenant_id: str, run_id: str) -> list[UsageRecord]:
+        async with self.db.transaction(tenant_id) as c:
+            found = await (await c.execute(
+                "SELECT * FROM usage_records WHERE tenant_id = %s AND run_id = %s "
+                "ORDER BY recorded_at, step_id, iteration, attempt", (tenant_id, run_id))).fetchall()
+        return [UsageRecord(**{k: v for k, v in row.items() if k != "day"}) for row in found]
+
+
+GROUP_COLUMNS = {"day": "to_char(day, 'YYYY-MM-DD')", "model": "model", "flow": "flow_id", "tenant": "tenant_id"}
+
+
+class PostgresUsageQueries(UsageQueries):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def summarize(self, tenant_id: str | None, start: date | None, end: date | None,
+                        group_by: str) -> list[UsageRow]:
+        if group_by not in GROUP_KEYS:
+            raise ValueError(f"group_by must be one of {', '.join(GROUP_KEYS)}")
+        group = GROUP_COLUMNS[group_by]
+        where = "(%(tenant)s::text IS NULL OR tenant_id = %(tenant)s) AND (%(start)s::date IS NULL OR day >= " \
+                "%(start)s) AND (%(end)s::date IS NULL OR day <= %(end)s)"
+        params = {"tenant": tenant_id, "start": start, "end": end}
+        async with self.db.transaction() as c:
+            sums = await (await c.execute(
+                f"SELECT {group} AS g, sum(prompt_tokens) AS p, sum(completion_tokens) AS c, sum(total_tokens) AS t, "
+                f"sum(cost) AS cost, sum(priced_records) AS priced FROM usage_daily WHERE {where} GROUP BY 1",
+                params)).fetchall()
+            runs = await (await c.execute(
+                f"SELECT {group} AS g, count(DISTINCT (tenant_id, run_id)) AS runs FROM usage_run_days "
+                f"WHERE {where} GROUP BY 1", params)).fetchall()
+        run_counts = {row["g"]: row["runs"] for row in runs}
+        return sorted((UsageRow(row["g"], int(row["p"]), int(row["c"]), int(row["t"]),
+                                normalized(row["cost"]) if row["priced"] else None, run_counts.get(row["g"], 0))
+                       for row in sums), key=lambda r: r.group)
+
+
+def normalized(value: Decimal) -> Decimal:
+    """numeric(…, 10) pads zeros: 0.1000000000 → 0.1 (same value, the form the other backends give)."""
+    return value.normalize() if value != value.to_integral() else value.quantize(Decimal(1))
+
+
+class PostgresBudgetStore(BudgetStore):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def set_budget(self, budget: Budget) -> None:
+        async with self.db.transaction() as c:
+            await c.execute("INSERT INTO budgets VALUES (%s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE SET "
+                            "monthly_tokens = EXCLUDED.monthly_tokens, monthly_cost = EXCLUDED.monthly_cost",
+                            (budget.tenant_id, budget.monthly_tokens, budget.monthly_cost))
+
+    async def get_budget(self, tenant_id: str) -> Budget | None:
+        async with self.db.transaction() as c:
+            row = await (await c.execute("SELECT * FROM budgets WHERE tenant_id = %s", (tenant_id,))).fetchone()
+        if not row:
+            return None
+        cost = row["monthly_cost"]
+        return Budget(tenant_id, row["monthly_tokens"], normalized(cost) if cost is not None else None)
+
+    async def counters(self, tenant_id: str, period: str) -> BudgetCounters:
+        async with self.db.transaction() as c:
+            row = await (await c.execute("SELECT * FROM budget_counters WHERE tenant_id = %s AND period = %s",
+                                         (tenant_id, period))).fetchone()
+        return counters_of(row, tenant_id, period)
+
+    async def reserve(self, tenant_id: str, period: str, tokens: int, cost: Decimal, limit_tokens: int | None,
+                      limit_cost: Decimal | None) -> Reservation:
+        async with self.db.transaction() as c:
+            await c.execute("INSERT INTO budget_counters (tenant_id, period) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                            (tenant_id, period))
+            row = await (await c.execute(
+                "UPDATE budget_counters SET reserved_tokens = reserved_tokens + %(tokens)s, "
+                "reserved_cost = reserved_cost + %(cost)s WHERE tenant_id = %(tenant)s AND period = %(period)s "
+                "AND (%(limit_tokens)s::bigint IS NULL OR used_tokens + reserved_tokens + %(tokens)s "
+                "<= %(limit_tokens)s) AND (%(limit_cost)s::numeric IS NULL OR used_cost + reserved_cost + %(cost)s "
+                "<= %(limit_cost)s) RETURNING *",
+                {"tokens": tokens, "cost": cost, "tenant": tenant_id, "period": period, "limit_tokens": limit_tokens,
+                 "limit_cost": limit_cost})).fetchone()
+            if row is not None:
+                return Reservation(True, counters_of(row, tenant_id, period))
+            current = await (await c.execute("SELECT * FROM budget_counters WHERE tenant_id = %s AND period = %s",
+                                             (tenant_id, period))).fetchone()
+        return Reservation(False, counters_of(current, tenant_id, period))
+
+    async def settle(self, tenant_id: str, period: str, reserved_tokens: int, reserved_cost: Decimal, tokens: int,
+                     cost: Decimal) -> BudgetCounters:
+        async with self.db.transaction() as c:
+            await c.execute("INSERT INTO budget_counters (tenant_id, period) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                            (tenant_id, period))
+            row = await (await c.execute(
+                "UPDATE budget_counters SET reserved_tokens = greatest(reserved_tokens - %s, 0), "
+                "used_tokens = used_tokens + %s, reserved_cost = greatest(reserved_cost - %s, 0), "
+                "used_cost = used_cost + %s WHERE tenant_id = %s AND period = %s RETURNING *",
+                (reserved_tokens, tokens, reserved_cost, cost, tenant_id, period))).fetchone()
+        return counters_of(row, tenant_id, period)
+
+
+def counters_of(row: dict[str, Any] | None, tenant_id: str, period: str) -> BudgetCounters:
+    if row is None:
+        return BudgetCounters(tenant_id, period)
+    return BudgetCounters(tenant_id, period, int(row["reserved_tokens"]), int(row["used_tokens"]),
+                          normalized(row["reserved_cost"]), normalized(row["used_cost"]))
+
+
+class PostgresScheduleStore(ScheduleStore):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def add(self, schedule: Schedule) -> None:
+        try:
+            async with self.db.transaction() as c:
+                await c.execute("INSERT INTO schedules VALUES (%s, %s, %s, %s, %s, %s, %s)", (
+                    schedule.id, schedule.tenant_id, schedule.flow_id, schedule.cron, Jsonb(schedule.inputs),
+                    schedule.enabled, schedule.created_at))
+        except errors.UniqueViolation:
+            raise AlreadyExists(f"schedule {schedule.id} already exists") from None
+
+    async def get(self, schedule_id: str) -> Schedule | None:
+        async with self.db.transaction() as c:
+            row = await (await c.execute("SELECT * FROM schedules WHERE id = %s", (schedule_id,))).fetchone()
+        return Schedule(**row) if row else None
+
+    async def list(self, tenant_id: str | None = None) -> list[Schedule]:
+        async with self.db.transaction() as c:
+            found = await (await c.execute(
+                "SELECT * FROM schedules WHERE %(t)s::text IS NULL OR tenant_id = %(t)s ORDER BY tenant_id, id",
+                {"t": tenant_id})).fetchall()
+        return [Schedule(**row) for row in found]
+
+    async def remove(self, schedule_id: str) -> bool:
+        async with self.db.transaction() as c:
+            return (await c.execute("DELETE FROM schedules WHERE id = %s", (schedule_id,))).rowcount == 1
+
+
+class PostgresReplayGuard(ReplayGuard):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def first_use(self, tenant_id: str, nonce: str, expires_at: datetime) -> bool:
+        async with self.db.transaction() as c:
+            await c.execute("DELETE FROM replay_guard WHERE expires_at < now()")
+            cursor = await c.execute("INSERT INTO replay_guard VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                                     (tenant_id, nonce, expires_at))
+            return cursor.rowcount == 1
+
+
+class PostgresHealth(HealthCheck):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def ping(self) -> None:
+        async with self.db.transaction() as c:
+            await c.execute("SELECT 1")
