@@ -86,7 +86,7 @@ def test_failed_run_exits_1_and_unknown_tenant_exits_2(cli):
     failed = cli("run", "support-reply", "--tenant", "fabrikam", "--input", "ticket=hi", "--json")
     assert failed.returncode == 1
     result = json.loads(failed.stdout)
-    assert result["status"] == "failed" and "no credential 'foundry'" in result["error"]
+    assert result["status"] == "failed" and "fabrikam has no credential" in result["error"]
     unknown = cli("run", "support-reply", "--tenant", "nobody", "--input", "ticket=hi")
     assert unknown.returncode == 2 and "unknown tenant 'nobody'" in unknown.stderr
     assert cli("run", "no-such-flow", "--tenant", "fabrikam").returncode == 2
