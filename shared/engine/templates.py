@@ -14,6 +14,7 @@ from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from shared.connections.secret import Secret, SecretExposureError, secrets_refuse_text
 
+GUARDS = ("default", "d", "defined", "undefined")
 SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
 
@@ -148,6 +149,12 @@ def references(text: str) -> list[Reference]:
         bound.add("loop")
     found: list[Reference] = []
     seen: set[int] = set()
+    for guard in tree.find_all((nodes.Filter, nodes.Test)):  # `x | default(…)`, `x is defined`: may be undefined
+        if guard.name in GUARDS and guard.node is not None:
+            seen.update(id(n) for n in guard.node.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)))
+            seen.add(id(guard.node))
+            if isinstance(guard, nodes.Test) and isinstance(guard.node, nodes.Name):
+                bound.add(guard.node.name)  # `x is defined` guards every use of x in the template
     for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)):
         if id(node) in seen:
             continue

@@ -176,3 +176,12 @@ async def test_bare_expressions_and_bare_return_give_the_flow_outputs():
     outcome, _ = await run(flow, {})
     assert outcome.status == "succeeded", outcome.error
     assert outcome.outputs == {"longest": "ccc"}
+
+
+async def test_guarded_references_validate_and_fall_back_at_run_time():
+    flow = flow_from("id: f\nsteps:\n  - id: t\n    kind: try\n    steps:\n"
+                     "      - {id: d, kind: declare_variable, name: n, type: integer, value: 1}\n"
+                     "outputs:\n  e: \"{{ error | default('none') }}\"\n  f: \"{{ error.code if error is defined "
+                     "else 'ok' }}\"\n")
+    outcome, _ = await run(flow, {})
+    assert outcome.outputs == {"e": "none", "f": "ok"}
