@@ -40,8 +40,8 @@ up() {
   if [ -z "$ready" ]; then echo "Azurite did not start:" >&2; cat "$root/azurite.log" >&2; exit 1; fi
   local key="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
   cat >"$root/env" <<ENV
-TENANTFLOW_TEST_POSTGRES_ADMIN_DSN=postgresql://postgres@127.0.0.1:$pgport/postgres
-TENANTFLOW_TEST_TABLE_CONNECTION=DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$key;BlobEndpoint=http://127.0.0.1:$azport/devstoreaccount1;QueueEndpoint=http://127.0.0.1:$((azport+1))/devstoreaccount1;TableEndpoint=http://127.0.0.1:$((azport+2))/devstoreaccount1;
+TENANTFLOW_TEST_POSTGRES_ADMIN_DSN='postgresql://postgres@127.0.0.1:$pgport/postgres'
+TENANTFLOW_TEST_TABLE_CONNECTION='DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$key;BlobEndpoint=http://127.0.0.1:$azport/devstoreaccount1;QueueEndpoint=http://127.0.0.1:$((azport+1))/devstoreaccount1;TableEndpoint=http://127.0.0.1:$((azport+2))/devstoreaccount1;'
 ENV
   echo "services up: postgres 127.0.0.1:$pgport, azurite 127.0.0.1:$azport-$((azport+2))"
 }

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from shared.storage.models import RunRecord, StepRecord
+from shared.storage.models import RunRecord, StepRecord, UsageRow
 
 
 def time_text(moment: datetime | None) -> str | None:
@@ -70,3 +71,21 @@ def run_from_document(doc: dict[str, Any]) -> RunRecord:
         started_at=parse_time(doc.get("started_at")),
         finished_at=parse_time(doc.get("finished_at")),
     )
+
+
+def aggregate_usage(items: Any) -> list[UsageRow]:
+    """(group, prompt, completion, total, cost text|None, run key) → one UsageRow per group, ordered by group."""
+    sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    costs: dict[str, Decimal | None] = {}
+    runs: dict[str, set[Any]] = defaultdict(set)
+    for group, prompt, completion, total, cost, run in items:
+        totals = sums[group]
+        totals[0] += prompt
+        totals[1] += completion
+        totals[2] += total
+        runs[group].add(run)
+        if cost is not None and cost != "":
+            costs[group] = (costs.get(group) or Decimal(0)) + Decimal(str(cost))
+        else:
+            costs.setdefault(group, None)
+    return [UsageRow(g, *sums[g], costs.get(g), len(runs[g])) for g in sorted(sums)]

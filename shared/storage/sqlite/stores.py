@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections import defaultdict
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -36,6 +35,7 @@ from shared.storage.ports import (
     UsageQueries,
 )
 from shared.storage.serialization import (
+    aggregate_usage,
     decimal_or_none,
     parse_time,
     run_from_document,
@@ -273,26 +273,8 @@ class SqliteUsageQueries(UsageQueries):
         sql = (f"SELECT {column} AS g, prompt_tokens, completion_tokens, total_tokens, cost, tenant_id, run_id "
                f"FROM usage_records WHERE {' AND '.join(where)}")
         found = await self.db.run(lambda c: rows(c, sql, params))
-        return aggregate((r["g"], r["prompt_tokens"], r["completion_tokens"], r["total_tokens"], r["cost"],
+        return aggregate_usage((r["g"], r["prompt_tokens"], r["completion_tokens"], r["total_tokens"], r["cost"],
                           (r["tenant_id"], r["run_id"])) for r in found)
-
-
-def aggregate(items: Any) -> list[UsageRow]:
-    """(group, prompt, completion, total, cost text|None, run key) → one UsageRow per group, ordered by group."""
-    sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    costs: dict[str, Decimal | None] = {}
-    runs: dict[str, set[Any]] = defaultdict(set)
-    for group, prompt, completion, total, cost, run in items:
-        totals = sums[group]
-        totals[0] += prompt
-        totals[1] += completion
-        totals[2] += total
-        runs[group].add(run)
-        if cost is not None and cost != "":
-            costs[group] = (costs.get(group) or Decimal(0)) + Decimal(str(cost))
-        else:
-            costs.setdefault(group, None)
-    return [UsageRow(g, *sums[g], costs.get(g), len(runs[g])) for g in sorted(sums)]
 
 
 class SqliteBudgetStore(BudgetStore):

@@ -1,0 +1,38 @@
+"""Azure Table storage adapters (azure-data-tables; Azurite locally). PartitionKey = tenant id."""
+
+from __future__ import annotations
+
+from shared.settings import Settings
+from shared.storage.ports import Stores
+
+
+async def open_table_stores(settings: Settings) -> Stores:
+    from shared.storage.table.client import TableClients
+    from shared.storage.table.stores import (
+        TableBudgetStore,
+        TableCredentialStore,
+        TableHealth,
+        TableReplayGuard,
+        TableRunStore,
+        TableScheduleStore,
+        TableTenantStore,
+        TableUsageLedger,
+        TableUsageQueries,
+    )
+
+    assert settings.table_connection is not None  # Settings.from_env guarantees it for this store
+    tables = TableClients(settings.table_connection.reveal(), settings.table_prefix)
+    await tables.open()
+    return Stores(
+        backend="table",
+        tenants=TableTenantStore(tables),
+        credentials=TableCredentialStore(tables),
+        runs=TableRunStore(tables),
+        usage=TableUsageLedger(tables),
+        usage_queries=TableUsageQueries(tables),
+        budgets=TableBudgetStore(tables),
+        schedules=TableScheduleStore(tables),
+        replay=TableReplayGuard(tables),
+        health=TableHealth(tables),
+        closer=tables.close,
+    )
