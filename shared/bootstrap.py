@@ -6,18 +6,22 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from shared.connections.allowlist import EndpointAllowlist
 from shared.connections.encryption import SecretBox, dev_key_file_keys
+from shared.connections.keyvault import KeyVaultSecretResolver, SecretResolver
 from shared.connections.openai_model import OpenAIModelPort
 from shared.connections.static import load_settings_connections
 from shared.engine.executor import FlowExecutor
 from shared.engine.ports import Connection, ModelPort
 from shared.services.catalog import FlowCatalog
 from shared.services.credentials import CredentialService
+from shared.services.http_api import HttpApi
 from shared.services.prices import PriceBook
+from shared.services.queue_worker import QueueWorker
+from shared.services.run_queue import RunQueue, StorageRunQueue, UnconfiguredRunQueue
 from shared.services.runs import RunService
+from shared.services.schedules import ScheduleService
 from shared.services.tenants import TenantService
 from shared.settings import Settings
 from shared.storage.factory import open_stores
@@ -37,11 +41,16 @@ class Services:
     tenants: TenantService
     credentials: CredentialService
     runs: RunService
+    queue: RunQueue
+    http: HttpApi
+    queue_worker: QueueWorker
+    schedules: ScheduleService
 
     async def close(self) -> None:
-        closer = getattr(self.model, "close", None)
-        if closer is not None:
-            await closer()
+        for resource in (self.model, self.queue, self.credentials.resolver):
+            closer = getattr(resource, "close", None)
+            if closer is not None:
+                await closer()
         await self.stores.close()
 
 
@@ -56,7 +65,7 @@ def with_encryption_keys(settings: Settings) -> Settings:
 
 async def build_services(settings: Settings | None = None, *, stores: Stores | None = None,
                          model: ModelPort | None = None, env: Mapping[str, str] | None = None,
-                         secret_resolver: Any = None) -> Services:
+                         secret_resolver: SecretResolver | None = None, queue: RunQueue | None = None) -> Services:
     settings = with_encryption_keys(settings or Settings.from_env())
     endpoints = EndpointAllowlist(settings.allowed_hosts)
     connections = load_settings_connections(settings, env)
@@ -66,11 +75,17 @@ async def build_services(settings: Settings | None = None, *, stores: Stores | N
     stores = stores or await open_stores(settings)
     model = model or OpenAIModelPort(endpoints)
     tenants = TenantService(stores.tenants, box)
-    credentials = CredentialService(stores.credentials, stores.tenants, box, endpoints, resolver=secret_resolver,
+    credentials = CredentialService(stores.credentials, stores.tenants, box, endpoints,
+                                    resolver=secret_resolver or KeyVaultSecretResolver(),
                                     ttl=settings.credential_cache_ttl)
+    if queue is None:
+        queue = (StorageRunQueue(settings.queue_connection.reveal(), settings.run_queue)
+                 if settings.queue_connection is not None else UnconfiguredRunQueue())
 
     def executor_factory(metered: ModelPort) -> FlowExecutor:
         return FlowExecutor(metered, credentials, endpoints, connections)
 
     runs = RunService(stores, catalog, model, executor_factory, prices)
-    return Services(settings, stores, catalog, connections, endpoints, model, prices, box, tenants, credentials, runs)
+    return Services(settings, stores, catalog, connections, endpoints, model, prices, box, tenants, credentials, runs,
+                    queue, HttpApi(stores, runs, tenants, queue), QueueWorker(runs),
+                    ScheduleService(stores.schedules, catalog, runs, queue))

@@ -170,6 +170,31 @@ async def cmd_credentials(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_schedules(args: argparse.Namespace) -> int:
+    async with services() as svc:
+        if args.schedules_command == "add":
+            schedule = await svc.schedules.add(args.tenant, args.flow, args.cron, parse_pairs(args.input))
+            print(f"schedule {schedule.id} added: tenant {schedule.tenant_id} flow {schedule.flow_id} "
+                  f"cron {schedule.cron!r}")
+        elif args.schedules_command == "list":
+            for schedule in await svc.schedules.list(args.tenant):
+                state = "enabled" if schedule.enabled else "disabled"
+                print(f"{schedule.id}  {schedule.tenant_id:<16} {schedule.flow_id:<20} {schedule.cron:<16} {state}  "
+                      f"{json.dumps(schedule.inputs)}")
+        elif not await svc.schedules.remove(args.schedule_id):
+            raise CliError(f"no schedule {args.schedule_id}")
+        else:
+            print(f"schedule {args.schedule_id} removed")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from shared.functions.local_server import serve
+
+    serve(host=args.host, port=args.port)
+    return EXIT_OK
+
+
 async def cmd_emulator(args: argparse.Namespace) -> int:
     from shared.emulator.server import serve
 
@@ -182,6 +207,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
     "run": cmd_run,
     "tenants": cmd_tenants,
     "credentials": cmd_credentials,
+    "schedules": cmd_schedules,
+    "serve": cmd_serve,
     "emulator": cmd_emulator,
 }
 
@@ -256,6 +283,20 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("delete")
     c.add_argument("tenant")
     c.add_argument("name")
+
+    p = sub.add_parser("schedules", help="per-tenant schedules (run by the `schedules` timer)")
+    ssub = p.add_subparsers(dest="schedules_command", required=True)
+    s = ssub.add_parser("add")
+    s.add_argument("tenant")
+    s.add_argument("flow")
+    s.add_argument("--cron", required=True, help='5 fields, e.g. "*/5 * * * *" (UTC)')
+    s.add_argument("--input", action="append", metavar="KEY=VALUE")
+    ssub.add_parser("list").add_argument("tenant", nargs="?")
+    ssub.add_parser("remove").add_argument("schedule_id")
+
+    p = sub.add_parser("serve", help="serve the HTTP functions locally (for curl and the dashboard)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7071)
 
     p = sub.add_parser("emulator", help="run the offline Azure OpenAI-compatible emulator")
     p.add_argument("--host", default="127.0.0.1")

@@ -28,6 +28,7 @@ SETTING_NAMES = (
     "TENANTFLOW_TABLE_CONNECTION",
     "TENANTFLOW_TABLE_PREFIX",
     "TENANTFLOW_QUEUE_CONNECTION",
+    "TENANTFLOW_RUN_QUEUE",
     "TENANTFLOW_ENCRYPTION_KEY",
     "TENANTFLOW_ALLOWED_HOSTS",
     "TENANTFLOW_FLOWS_DIR",
@@ -58,7 +59,8 @@ class Settings:
     postgres_migration_dsn: Secret | None = None  # owner role that applies migrations; the app role does not own
     table_connection: Secret | None = None
     table_prefix: str = "tf"
-    queue_connection: Secret | None = None
+    queue_connection: Secret | None = None  # TENANTFLOW_QUEUE_CONNECTION, else AzureWebJobsStorage
+    run_queue: str = "flow-runs"
     encryption_keys: tuple[EncryptionKey, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     flows_dir: Path = REPO_ROOT / "flows"
@@ -105,6 +107,7 @@ class Settings:
             table_connection=secret_or_none(table_connection),
             table_prefix=get("TENANTFLOW_TABLE_PREFIX") or defaults.table_prefix,
             queue_connection=secret_or_none(queue_connection),
+            run_queue=get("TENANTFLOW_RUN_QUEUE") or defaults.run_queue,
             encryption_keys=keys,
             allowed_hosts=tuple(
                 h.strip().lower() for h in (get("TENANTFLOW_ALLOWED_HOSTS") or "").split(",") if h.strip()

@@ -1,0 +1,14 @@
+"""The Azure Functions app: creates it, sets up logging, registers one blueprint per trigger surface."""
+
+import logging
+
+import azure.functions as func
+
+from shared.functions import http, queue, timer
+
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+app.register_functions(http.bp)
+app.register_functions(queue.bp)
+app.register_functions(timer.bp)

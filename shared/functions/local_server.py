@@ -1,0 +1,51 @@
+"""`tenantflow serve`: the app's very own HTTP functions behind a local ASGI server, for curl and the dashboard.
+
+Every HTTP-triggered function registered in function_app.py is mounted at `/api/<route>`; a request becomes a
+real `azure.functions.HttpRequest` and the registered function itself answers it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def http_functions() -> list[tuple[str, list[str], Any]]:
+    """(route, methods, user function) of every HTTP trigger in function_app."""
+    import function_app
+
+    found = []
+    for function in function_app.app.get_functions():
+        trigger = function.get_trigger()
+        if trigger is None or trigger.get_binding_name() != "httpTrigger":
+            continue
+        methods = [str(getattr(m, "value", m)) for m in (trigger.methods or ["GET"])]
+        found.append((trigger.route, methods, function.get_user_function()))
+    return found
+
+
+def create_asgi_app() -> Any:
+    import azure.functions as func
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    def endpoint(user_function: Any) -> Any:
+        async def handle(request: Request) -> Response:
+            http_request = func.HttpRequest(
+                method=request.method, url=str(request.url), headers=dict(request.headers),
+                params=dict(request.query_params), route_params=dict(request.path_params), body=await request.body())
+            answer = await user_function(http_request)
+            return Response(answer.get_body(), status_code=answer.status_code, headers=dict(answer.headers))
+
+        return handle
+
+    routes = [Route(f"/api/{route}", endpoint(fn), methods=methods) for route, methods, fn in http_functions()]
+    return Starlette(routes=routes)
+
+
+def serve(host: str = "127.0.0.1", port: int = 7071) -> None:
+    import uvicorn
+
+    print(f"Tenantflow HTTP functions on http://{host}:{port}/api/ (Ctrl+C to stop)")
+    uvicorn.run(create_asgi_app(), host=host, port=port, log_level="warning")

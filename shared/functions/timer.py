@@ -1,0 +1,19 @@
+"""Timer trigger `schedules`: every minute, enqueue the tenants' due schedules (see shared.services.schedules)."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared.functions.runtime import services
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False, use_monitor=True)
+async def schedules(timer: func.TimerRequest) -> None:
+    svc = await services()
+    enqueued = await svc.schedules.fire()
+    log.info("schedules: %d runs enqueued%s", len(enqueued), " (past due)" if timer.past_due else "")

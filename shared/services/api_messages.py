@@ -1,0 +1,33 @@
+"""Framework-neutral HTTP request and response, shared by the Functions adapter and `tenantflow serve`.
+Kept free of heavy imports: the HTTP blueprint imports it at start-up."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ApiRequest:
+    method: str
+    path: str
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    query: dict[str, str] = field(default_factory=dict)
+    route: dict[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, status: int, value: Any, headers: dict[str, str] | None = None) -> ApiResponse:
+        return cls(status, json.dumps(value, ensure_ascii=False).encode(),
+                   {"content-type": "application/json", **(headers or {})})
