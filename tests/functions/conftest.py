@@ -13,6 +13,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
 
 import function_app
 from shared.bootstrap import build_services
@@ -44,7 +45,7 @@ class AppHarness:
         await self.functions["flow_runs"](QueueMessage(id=uuid.uuid4().hex, body=body, dequeue_count=dequeue_count))
 
     async def timer(self) -> None:
-        await self.functions["schedules"](func.TimerRequest())
+        await self.functions["schedules"](TimerRequest())
 
     async def tenant(self, tenant_id: str, key: str = "sk-tenant-key") -> str:
         created = await self.svc.tenants.add(tenant_id, tenant_id.title())

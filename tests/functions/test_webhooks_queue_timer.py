@@ -1,0 +1,133 @@
+"""Signed webhooks, the flow-runs queue (duplicates, malformed messages) and the schedules timer."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.services.queue_worker import MessageRejected
+from shared.services.schedules import scheduled_run_id
+
+
+def signed(secret: str, body: bytes, stamp: int | None = None) -> dict[str, str]:
+    stamp = int(time.time()) if stamp is None else stamp
+    digest = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return {"x-tenantflow-signature": f"t={stamp},v1={digest}", "content-type": "application/json"}
+
+
+async def webhook(app, tenant, headers, body):
+    return await app.http("webhook", "POST", f"hooks/{tenant}/ticket-webhook", body, headers,
+                          route={"tenant": tenant, "flow": "ticket-webhook"})
+
+
+async def test_signed_webhook_runs_with_the_body_as_payload(app):
+    await app.tenant("contoso")
+    secret = (await app.svc.tenants.webhook_secret("contoso")).reveal()
+    body = json.dumps({"id": "T-1", "subject": "Refund", "body": "Please refund order 7"}).encode()
+    response = await webhook(app, "contoso", signed(secret, body), body)
+    assert response.status_code == 200, response.get_body()
+    run = json.loads(response.get_body())
+    assert run["status"] == "succeeded" and run["outputs"]["ticket_id"] == "T-1"
+    stored = await app.svc.stores.runs.get("contoso", run["run_id"])
+    assert stored.trigger == "webhook" and stored.inputs["payload"]["subject"] == "Refund"
+
+
+async def test_forged_stale_and_replayed_webhooks_are_401_and_make_no_run(app):
+    await app.tenant("contoso")
+    secret = (await app.svc.tenants.webhook_secret("contoso")).reveal()
+    body = json.dumps({"id": "T-2"}).encode()
+    good = signed(secret, body)
+    assert (await webhook(app, "contoso", good, body)).status_code == 200
+    cases = {
+        "replayed": good,
+        "forged": signed("not-the-secret", body),
+        "stale": signed(secret, body, int(time.time()) - 301),
+        "future": signed(secret, body, int(time.time()) + 301),
+        "tampered body": signed(secret, body + b" "),
+        "missing": {},
+        "malformed": {"x-tenantflow-signature": "v1=abc"},
+    }
+    for name, headers in cases.items():
+        response = await webhook(app, "contoso", headers, body)
+        assert response.status_code == 401, name
+        assert json.loads(response.get_body())["status"] == 401
+    unknown = await webhook(app, "nobody", signed(secret, body), body)
+    assert unknown.status_code == 401
+    assert len(await app.svc.stores.runs.list("contoso")) == 1
+
+
+async def test_thousand_copies_of_a_message_make_one_run(app_on_every_backend):
+    app = app_on_every_backend
+    await app.tenant("contoso")
+    run_id = uuid.uuid4().hex
+    message = json.dumps({"run_id": run_id, "tenant": "contoso", "flow": "support-reply",
+                          "inputs": {"ticket": "deliver me once"}, "trigger": "queue"})
+    encoded = base64.b64encode(message.encode()).decode()
+    before = app.emulator.stats()["requests"]
+    copies = [message if i % 2 else encoded for i in range(1000)]
+    for start in range(0, len(copies), 100):
+        await asyncio.gather(*[app.queue(copy, dequeue_count=1 + i % 5)
+                               for i, copy in enumerate(copies[start:start + 100])])
+    run = await app.svc.stores.runs.get("contoso", run_id)
+    assert run.status == "succeeded" and run.trigger == "queue"
+    assert app.emulator.stats()["requests"] - before == 1
+    records = await app.svc.stores.usage.list_for_run("contoso", run_id)
+    assert len(records) == 1 and records[0].total_tokens == run.usage["total_tokens"]
+
+
+@pytest.mark.parametrize("message,reason", [
+    ("{not json", "neither JSON nor base64"),
+    (base64.b64encode(b"\xff\xfe").decode(), "neither JSON nor base64"),
+    (json.dumps(["a list"]), "JSON object"),
+    (json.dumps({"tenant": "contoso", "flow": "support-reply", "run_id": "r-missing-inputs"}),
+     "inputs.ticket: required input missing"),
+    (json.dumps({"tenant": "contoso", "flow": "no-such-flow", "run_id": "r-unknown-flow"}), "unknown flow"),
+    (json.dumps({"tenant": "nobody", "flow": "support-reply", "run_id": "r-unknown-tenant"}), "unknown tenant"),
+    (json.dumps({"tenant": "contoso", "flow": "support-reply", "run_id": "r-bad-type",
+                 "inputs": {"ticket": 5}}), "must be string"),
+    (json.dumps({"tenant": "contoso", "flow": "support-reply"}), "missing run_id"),
+])
+async def test_malformed_messages_make_no_model_call_and_are_recorded(app, message, reason):
+    await app.tenant("contoso")
+    before = app.emulator.stats()["requests"]
+    with pytest.raises(MessageRejected) as caught:
+        await app.queue(message, dequeue_count=5)
+    assert reason in str(caught.value)
+    assert app.emulator.stats()["requests"] == before
+    try:
+        decoded = json.loads(message)
+    except json.JSONDecodeError:
+        decoded = None
+    if isinstance(decoded, dict) and decoded.get("tenant") == "contoso" and decoded.get("run_id"):
+        run = await app.svc.stores.runs.get("contoso", decoded["run_id"])
+        assert run.status == "rejected" and reason in run.error
+
+
+async def test_two_timer_firings_in_one_minute_make_one_run_per_due_schedule(app):
+    await app.tenant("contoso")
+    await app.tenant("fabrikam")
+    every = await app.svc.schedules.add("contoso", "support-reply", "* * * * *", {"ticket": "hourly check"})
+    other = await app.svc.schedules.add("fabrikam", "support-reply", "* * * * *", {"ticket": "ping"})
+    never = await app.svc.schedules.add("fabrikam", "support-reply", "0 0 29 2 *", {"ticket": "leap"})
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    await asyncio.gather(app.timer(), app.timer())
+    messages = await app.queued_messages()
+    expected = {scheduled_run_id(every.id, minute), scheduled_run_id(other.id, minute)}
+    if datetime.now(UTC).replace(second=0, microsecond=0) != minute:  # the minute turned during the test
+        pytest.skip("the minute changed between the two firings")
+    assert {m["run_id"] for m in messages} == expected
+    assert scheduled_run_id(never.id, minute) not in {m["run_id"] for m in messages}
+    for m in messages:
+        await app.queue(json.dumps(m))
+        await app.queue(json.dumps(m))
+    runs = await app.svc.stores.runs.list("contoso") + await app.svc.stores.runs.list("fabrikam")
+    assert sorted(r.run_id for r in runs) == sorted(expected)
+    assert all(r.status == "succeeded" and r.trigger == "timer" for r in runs)
