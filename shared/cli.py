@@ -166,7 +166,13 @@ async def cmd_credentials(args: argparse.Namespace) -> int:
             print(f"credential {args.name} deleted for tenant {args.tenant}")
         elif args.credentials_command == "rotate-key":
             report = await svc.credentials.rotate_key()
-            print(f"re-encrypted {report.rotated} credentials under the current key; {report.remaining} remaining")
+            webhooks = await svc.tenants.rotate_key()
+            print(f"re-encrypted {report.rotated} credentials and {webhooks.rotated} webhook secrets under the "
+                  f"current key; {report.remaining + webhooks.remaining} remaining")
+            for name in report.unreadable:
+                print(f"unreadable with every configured key: {name}", file=sys.stderr)
+            if report.remaining + webhooks.remaining:
+                return EXIT_RUN_FAILED
     return EXIT_OK
 
 

@@ -1,7 +1,11 @@
 """Key Vault references as secret values, resolved at use time through a small port.
 
-Recognised: `@Microsoft.KeyVault(SecretUri=https://<vault>.vault.azure.net/secrets/<name>[/<version>])`,
-`@Microsoft.KeyVault(VaultName=<vault>;SecretName=<name>[;SecretVersion=<v>])`, and a bare secret URI.
+A stored secret (a credential's api_key or a custom secret) may be, instead of the value itself, a reference:
+  `@Microsoft.KeyVault(SecretUri=https://<vault>.vault.azure.net/secrets/<name>[/<version>])`
+  `@Microsoft.KeyVault(VaultName=<vault>;SecretName=<name>[;SecretVersion=<version>])`
+  `https://<vault>.vault.azure.net/secrets/<name>[/<version>]`
+(the App Service reference syntax; sovereign-cloud vault suffixes are accepted too). The app's identity reads it
+when the credential is loaded; the reference itself names no secret value, so messages may show it.
 """
 
 from __future__ import annotations
@@ -13,9 +17,24 @@ from typing import Any
 
 from shared.connections.secret import Secret
 
-SECRET_URI = re.compile(r"^https://(?P<vault>[a-z0-9-]{3,24})\.vault\.azure\.net/secrets/(?P<name>[A-Za-z0-9-]{1,127})"
-                        r"(?:/(?P<version>[A-Za-z0-9]{32}))?/?$", re.IGNORECASE)
-APP_SETTING_REFERENCE = re.compile(r"^@Microsoft\.KeyVault\((?P<body>.*)\)$", re.IGNORECASE)
+VAULT_SUFFIXES = ("vault.azure.net", "vault.azure.cn", "vault.usgovcloudapi.net", "vault.microsoftazure.de")
+VAULT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,22}[a-z0-9]$", re.IGNORECASE)
+SECRET_NAME = re.compile(r"^[A-Za-z0-9-]{1,127}$")
+SECRET_VERSION = re.compile(r"^[A-Za-z0-9]{32}$")
+SECRET_URI = re.compile(
+    r"^https://(?P<vault>[^./]+)\.(?P<suffix>" + "|".join(re.escape(s) for s in VAULT_SUFFIXES) + r")(?::443)?"
+    r"/secrets/(?P<name>[^/]+)(?:/(?P<version>[^/]*))?/?$", re.IGNORECASE)
+WRAPPER = re.compile(r"^@Microsoft\.KeyVault\((?P<body>.*)\)$", re.IGNORECASE | re.DOTALL)
+URI_PREFIX = re.compile(r"^https://[^/]+\.(" + "|".join(re.escape(s) for s in VAULT_SUFFIXES) + r")(:443)?/secrets/",
+                        re.IGNORECASE)
+
+
+class KeyVaultReferenceError(ValueError):
+    """A value looks like a Key Vault reference but is malformed (the message says which part)."""
+
+
+class SecretResolutionError(LookupError):
+    """A Key Vault reference could not be resolved. The message names the vault and secret, never a value."""
 
 
 @dataclass(frozen=True)
@@ -23,56 +42,114 @@ class KeyVaultReference:
     vault: str
     name: str
     version: str | None = None
+    suffix: str = "vault.azure.net"
 
     @property
     def vault_url(self) -> str:
-        return f"https://{self.vault}.vault.azure.net"
+        return f"https://{self.vault}.{self.suffix}"
+
+    def __str__(self) -> str:
+        return f"{self.vault_url}/secrets/{self.name}" + (f"/{self.version}" if self.version else "")
 
 
-def parse_keyvault_reference(value: str) -> KeyVaultReference | None:
+def looks_like_keyvault_reference(value: Any) -> bool:
+    """True for anything written as a reference, well-formed or not (so a typo is not used as a literal key)."""
+    if not isinstance(value, str):
+        return False
     text = value.strip()
-    wrapped = APP_SETTING_REFERENCE.match(text)
-    if wrapped:
-        fields = dict(part.split("=", 1) for part in wrapped.group("body").split(";") if "=" in part)
-        fields = {k.strip().lower(): v.strip() for k, v in fields.items()}
-        if "secreturi" in fields:
-            text = fields["secreturi"]
-        elif "vaultname" in fields and "secretname" in fields:
-            return KeyVaultReference(fields["vaultname"].lower(), fields["secretname"], fields.get("secretversion"))
-        else:
-            return None
-    match = SECRET_URI.match(text)
+    return text.lower().startswith("@microsoft.keyvault(") or bool(URI_PREFIX.match(text))
+
+
+def reference(vault: str, name: str, version: str | None, suffix: str = "vault.azure.net") -> KeyVaultReference:
+    if not VAULT_NAME.match(vault) or "--" in vault:
+        raise KeyVaultReferenceError(f"Key Vault reference: {vault!r} is not a vault name (3-24 letters, digits, -)")
+    if not SECRET_NAME.match(name):
+        raise KeyVaultReferenceError(f"Key Vault reference: {name!r} is not a secret name (1-127 letters, digits, -)")
+    if version is not None and not SECRET_VERSION.match(version):
+        raise KeyVaultReferenceError(f"Key Vault reference: {version!r} is not a secret version (32 characters)")
+    return KeyVaultReference(vault.lower(), name, version or None, suffix.lower())
+
+
+def parse_uri(text: str) -> KeyVaultReference:
+    match = SECRET_URI.match(text.strip())
     if not match:
-        return None
-    return KeyVaultReference(match.group("vault").lower(), match.group("name"), match.group("version"))
+        raise KeyVaultReferenceError("Key Vault reference: SecretUri must be "
+                                     "https://<vault>.vault.azure.net/secrets/<name>[/<version>]")
+    return reference(match["vault"], match["name"], match["version"] or None, match["suffix"])
+
+
+def parse_keyvault_reference(value: str) -> KeyVaultReference:
+    """Parses any of the three forms; KeyVaultReferenceError (naming the bad part) when it is not one."""
+    if not isinstance(value, str):
+        raise KeyVaultReferenceError("Key Vault reference: not a string")
+    text = value.strip()
+    wrapped = WRAPPER.match(text)
+    if wrapped is None:
+        if text.lower().startswith("@microsoft.keyvault("):
+            raise KeyVaultReferenceError("Key Vault reference: missing closing parenthesis")
+        return parse_uri(text)
+    fields: dict[str, str] = {}
+    for part in wrapped["body"].split(";"):
+        if not part.strip():
+            continue
+        key, eq, val = part.partition("=")
+        if not eq:
+            raise KeyVaultReferenceError(f"Key Vault reference: {part.strip()!r} is not Key=Value")
+        fields[key.strip().lower()] = val.strip()
+    if "secreturi" in fields:
+        if set(fields) != {"secreturi"}:
+            raise KeyVaultReferenceError("Key Vault reference: SecretUri cannot be combined with other fields")
+        return parse_uri(fields["secreturi"])
+    unknown = set(fields) - {"vaultname", "secretname", "secretversion"}
+    if unknown:
+        raise KeyVaultReferenceError(f"Key Vault reference: unknown field {sorted(unknown)[0]!r}")
+    if "vaultname" not in fields or "secretname" not in fields:
+        raise KeyVaultReferenceError("Key Vault reference: needs SecretUri=… or VaultName=…;SecretName=…")
+    return reference(fields["vaultname"], fields["secretname"], fields.get("secretversion") or None)
 
 
 def is_keyvault_reference(value: Any) -> bool:
-    return isinstance(value, str) and parse_keyvault_reference(value) is not None
+    """True for a well-formed reference in any of the three forms."""
+    if not looks_like_keyvault_reference(value):
+        return False
+    try:
+        parse_keyvault_reference(value)
+    except KeyVaultReferenceError:
+        return False
+    return True
 
 
 class SecretResolver(ABC):
     @abstractmethod
     async def resolve(self, reference: str) -> Secret:
-        """The secret a Key Vault reference points at. Raises LookupError with a message naming no secret."""
+        """The secret a Key Vault reference points at. Raises SecretResolutionError (a LookupError) with a
+        message naming the reference, never a secret value."""
 
 
 class KeyVaultSecretResolver(SecretResolver):
-    """Reads secrets with the app's managed identity (DefaultAzureCredential). One client per vault."""
+    """Reads secrets with the app's identity (DefaultAzureCredential, i.e. the managed identity on Azure); one
+    SecretClient per vault. `allowed_vaults`, when given, limits which vaults may be read: a credential written by
+    an operator for one tenant should not be able to name a vault that holds other tenants' secrets."""
 
-    def __init__(self) -> None:
+    def __init__(self, credential: Any = None, allowed_vaults: tuple[str, ...] = ()) -> None:
+        self.credential = credential
+        self.owns_credential = credential is None
+        self.allowed_vaults = {v.strip().lower() for v in allowed_vaults if v.strip()}
         self.clients: dict[str, Any] = {}
-        self.credential: Any = None
 
     async def resolve(self, reference: str) -> Secret:
-        parsed = parse_keyvault_reference(reference)
-        if parsed is None:
-            raise LookupError("not a Key Vault reference")
+        try:
+            parsed = parse_keyvault_reference(reference)
+        except KeyVaultReferenceError as exc:
+            raise SecretResolutionError(str(exc)) from None
+        if self.allowed_vaults and parsed.vault not in self.allowed_vaults:
+            raise SecretResolutionError(f"Key Vault {parsed.vault} is not one of the vaults this app may read")
         from azure.core.exceptions import AzureError
-        from azure.identity.aio import DefaultAzureCredential
         from azure.keyvault.secrets.aio import SecretClient
 
         if self.credential is None:
+            from azure.identity.aio import DefaultAzureCredential
+
             self.credential = DefaultAzureCredential()
         client = self.clients.get(parsed.vault_url)
         if client is None:
@@ -80,12 +157,15 @@ class KeyVaultSecretResolver(SecretResolver):
         try:
             secret = await client.get_secret(parsed.name, parsed.version)
         except AzureError as exc:
-            raise LookupError(f"Key Vault secret {parsed.name} in {parsed.vault} unavailable: "
-                              f"{type(exc).__name__}") from None
-        return Secret(secret.value or "")
+            raise SecretResolutionError(f"Key Vault secret {parsed} is unavailable ({type(exc).__name__})") from None
+        if not secret.value:
+            raise SecretResolutionError(f"Key Vault secret {parsed} is empty")
+        return Secret(secret.value)
 
     async def close(self) -> None:
         for client in self.clients.values():
             await client.close()
-        if self.credential is not None:
+        self.clients.clear()
+        if self.owns_credential and self.credential is not None:
             await self.credential.close()
+            self.credential = None

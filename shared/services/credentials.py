@@ -1,7 +1,14 @@
 """Per-tenant credentials: validated and encrypted on write, decrypted and re-checked on use, cached briefly.
 
-Every lookup is keyed by the tenant id of the run context; the cache key includes it, so one tenant's entry can
-never answer another tenant's lookup.
+Write (`set`): every rule is checked before anything is stored, and a refusal is one `CredentialError` line naming
+tenant and credential. Secrets (the api_key and any custom secrets) are stored as one AES-GCM envelope of a JSON
+object, bound to (tenant, name). A secret value may be a Key Vault reference; it is resolved at use.
+
+Use (`load`, the engine's CredentialSource): the tenant must exist and be active, the endpoint is checked again by
+the policy (the allowlist may have changed since the write), references are resolved, and the fields are cached
+for `ttl` seconds under (tenant id, name) — so one tenant's entry can never answer another tenant's lookup.
+The cache is per process: `set`/`delete`/`rotate_key` invalidate it here; other processes see a change within
+`ttl` (TENANTFLOW_CREDENTIAL_CACHE_TTL; 0 turns caching off). Call `invalidate(tenant_id)` after suspending one.
 """
 
 from __future__ import annotations
@@ -10,25 +17,45 @@ import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from shared.connections.encryption import DecryptionError, SecretBox, credential_aad
-from shared.connections.keyvault import SecretResolver, is_keyvault_reference
+from shared.connections.keyvault import (
+    KeyVaultReferenceError,
+    SecretResolver,
+    looks_like_keyvault_reference,
+    parse_keyvault_reference,
+)
 from shared.connections.secret import MASK, Secret
 from shared.engine.ports import CredentialSource, EndpointPolicy, StepFailure
 from shared.storage.models import StoredCredential
 from shared.storage.ports import CredentialStore, TenantStore
 
 KINDS = ("azure_openai", "openai", "custom")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+CREDENTIAL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")  # configs / secrets keys: reachable as `cred.<key>` in flows
+API_VERSION = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
+RESERVED_FIELDS = frozenset({"name", "kind", "endpoint", "api_version", "auth", "api_key", "version", "base_url",
+                             "key_id", "updated_at", "tenant", "tenant_id"})
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_API_VERSION = "2024-10-21"
+MAX_CONFIG_VALUE = 4096
+MAX_SECRET_VALUE = 16384
+MAX_CACHE_ENTRIES = 10_000
+ROTATION_CONFLICT_LIMIT = 3
 
 
 class CredentialError(Exception):
     """A credential cannot be written; one line naming tenant and credential, never a secret."""
+
+
+def shown(text: Any) -> str:
+    """A name as it may appear in a one-line message: as is when it is a plain short token, else repr'd."""
+    if isinstance(text, str) and text.isprintable() and len(text) <= 80 and " " not in text:
+        return text
+    return repr(text[:80] if isinstance(text, str) else text)
 
 
 @dataclass(frozen=True)
@@ -44,28 +71,33 @@ class CredentialView:
     version: int
     key_id: str | None
     updated_at: datetime
-    secret_names: tuple[str, ...]
-    configs: dict[str, str]
+    has_secret: bool
+    secret_names: tuple[str, ...] = ()
+    configs: dict[str, str] = field(default_factory=dict)
+    readable: bool = True  # False when the envelope does not open under the keys this process holds
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "tenant": self.tenant_id, "name": self.name, "kind": self.kind, "endpoint": self.endpoint,
-            "api_version": self.api_version, "auth": self.auth, "version": self.version, "key_id": self.key_id,
-            "updated_at": self.updated_at.isoformat(), "configs": self.configs,
-            **{name: MASK for name in self.secret_names},
+            "api_version": self.api_version, "auth": self.auth,
+            "api_key": MASK if "api_key" in self.secret_names or (self.has_secret and not self.readable) else None,
+            "secrets": {n: MASK for n in self.secret_names if n != "api_key"}, "configs": dict(self.configs),
+            "version": self.version, "key_id": self.key_id, "updated_at": self.updated_at.isoformat(),
+            "has_secret": self.has_secret, "readable": self.readable,
         }
 
 
 @dataclass(frozen=True)
 class RotationReport:
-    rotated: int
-    remaining: int
+    rotated: int  # re-encrypted under the current key by this call
+    remaining: int  # still not under the current key (unreadable, or kept changing under us)
+    unreadable: tuple[str, ...] = ()  # "tenant/name" of rows no key of this process opens
 
 
-def view_of(stored: StoredCredential, secret_names: tuple[str, ...]) -> CredentialView:
+def view_of(stored: StoredCredential, secret_names: tuple[str, ...], readable: bool = True) -> CredentialView:
     return CredentialView(stored.tenant_id, stored.name, stored.kind, stored.endpoint, stored.api_version,
-                          stored.auth, stored.version, stored.key_id, stored.updated_at, secret_names,
-                          dict(stored.configs))
+                          stored.auth, stored.version, stored.key_id, stored.updated_at,
+                          stored.secret_blob is not None, secret_names, dict(stored.configs), readable)
 
 
 class CredentialService(CredentialSource):
@@ -80,136 +112,265 @@ class CredentialService(CredentialSource):
         self.ttl = ttl
         self.clock = clock
         self.cache: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+        self.generation = 0  # bumped by every invalidation: a load that raced a write does not cache stale fields
 
     # --- writes -------------------------------------------------------------------------------------------------
     async def set(self, tenant_id: str, name: str, kind: str, *, endpoint: str | None = None,
                   api_version: str | None = None, api_key: Secret | None = None, entra: bool = False,
                   configs: dict[str, str] | None = None, secrets: dict[str, Secret] | None = None) -> CredentialView:
-        where = f"tenant {tenant_id}: credential {name}"
-        if await self.tenants.get(tenant_id) is None:
-            raise CredentialError(f"{where}: unknown tenant")
-        if not NAME.match(name or ""):
-            raise CredentialError(f"{where}: name must be letters, digits, _ and - (up to 63)")
+        where = f"tenant {shown(tenant_id)}: credential {shown(name)}"
+
+        def fail(message: str) -> CredentialError:
+            return CredentialError(f"{where}: {message}")
+
+        if not isinstance(name, str) or not CREDENTIAL_NAME.match(name):
+            raise fail("the name must be 1-63 lowercase letters, digits, _ or -, starting with a letter or digit")
         if kind not in KINDS:
-            raise CredentialError(f"{where}: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
-        values: dict[str, str] = {name_: s.reveal() for name_, s in (secrets or {}).items()}
-        auth = "key"
+            raise fail(f"unknown kind {shown(kind)}; expected one of {', '.join(KINDS)}")
+        if not isinstance(tenant_id, str) or await self.tenants.get(tenant_id) is None:
+            raise fail("unknown tenant")
+        if api_key is not None and not isinstance(api_key, Secret):
+            raise fail("the API key must be passed as a Secret")
+        if entra and kind != "azure_openai":
+            raise fail("Entra ID (keyless) auth is only for kind azure_openai")
         if kind == "azure_openai":
             if not endpoint:
-                raise CredentialError(f"{where}: --endpoint is required for kind azure_openai")
+                raise fail("an endpoint (--endpoint) is required for kind azure_openai")
             if entra and api_key is not None:
-                raise CredentialError(f"{where}: give an API key or --entra, not both")
+                raise fail("give an API key or --entra, not both")
             if not entra and api_key is None:
-                raise CredentialError(f"{where}: an API key (--api-key-stdin) or --entra is required")
-            auth = "entra" if entra else "key"
+                raise fail("an API key (--api-key-stdin) or --entra is required for kind azure_openai")
         elif kind == "openai":
             if api_key is None:
-                raise CredentialError(f"{where}: an API key (--api-key-stdin) is required for kind openai")
+                raise fail("an API key (--api-key-stdin) is required for kind openai")
             endpoint = endpoint or OPENAI_BASE_URL
+        if api_version is not None and not API_VERSION.match(api_version):
+            raise fail(f"api_version {shown(api_version)} is not a version string such as {DEFAULT_API_VERSION}")
+
+        plain_configs = self.checked_configs(configs or {}, fail)
+        values = self.checked_secrets(secrets or {}, fail)
+        overlap = sorted(set(values) & set(plain_configs))
+        if overlap:
+            raise fail(f"{overlap[0]!r} is both a config and a secret")
         if api_key is not None:
-            if not api_key.reveal().strip():
-                raise CredentialError(f"{where}: the API key is empty")
-            values["api_key"] = api_key.reveal().strip()
+            values["api_key"] = self.checked_secret_value("api_key", api_key, fail)
         if endpoint:
             try:
                 endpoint = self.policy.check(endpoint)
             except StepFailure as exc:
-                raise CredentialError(f"{where}: {exc}") from None
-        blob = self.box.encrypt(json.dumps(values).encode(), credential_aad(tenant_id, name)) if values else None
+                raise fail(str(exc)) from None
+
+        blob = self.box.encrypt(json.dumps(values, sort_keys=True).encode(), credential_aad(tenant_id, name)) \
+            if values else None
         stored = await self.store.put(StoredCredential(
-            tenant_id=tenant_id, name=name, kind=kind, endpoint=endpoint,
-            api_version=api_version or (DEFAULT_API_VERSION if kind == "azure_openai" else None), auth=auth,
-            configs=dict(configs or {}), secret_blob=blob, key_id=self.box.current_kid if blob else None,
+            tenant_id=tenant_id, name=name, kind=kind, endpoint=endpoint or None,
+            api_version=api_version or (DEFAULT_API_VERSION if kind == "azure_openai" else None),
+            auth="entra" if entra else "key", configs=plain_configs, secret_blob=blob,
+            key_id=self.box.current_kid if blob else None,
         ))
-        self.cache.pop((tenant_id, name), None)
+        self.invalidate_entry(tenant_id, name)
         return view_of(stored, tuple(sorted(values)))
 
-    async def list(self, tenant_id: str) -> list[CredentialView]:
-        views = []
-        for stored in await self.store.list(tenant_id):
+    @staticmethod
+    def checked_configs(configs: dict[str, str], fail: Callable[[str], CredentialError]) -> dict[str, str]:
+        checked: dict[str, str] = {}
+        for key, value in configs.items():
+            if not isinstance(key, str) or not FIELD_NAME.match(key):
+                raise fail(f"config {shown(key)}: names are lowercase letters, digits and _")
+            if key in RESERVED_FIELDS:
+                raise fail(f"config {key}: {key!r} is a reserved field name")
+            if isinstance(value, Secret):
+                raise fail(f"config {key}: a secret value belongs in secrets, not configs")
+            if not isinstance(value, str) or len(value) > MAX_CONFIG_VALUE:
+                raise fail(f"config {key}: the value must be text of at most {MAX_CONFIG_VALUE} characters")
+            if looks_like_keyvault_reference(value):
+                raise fail(f"config {key}: a Key Vault reference belongs in secrets (configs are not resolved)")
+            checked[key] = value
+        return checked
+
+    def checked_secrets(self, secrets: dict[str, Secret], fail: Callable[[str], CredentialError]) -> dict[str, str]:
+        values: dict[str, str] = {}
+        for key, value in secrets.items():
+            if not isinstance(key, str) or not FIELD_NAME.match(key):
+                raise fail(f"secret {shown(key)}: names are lowercase letters, digits and _")
+            if key in RESERVED_FIELDS:
+                raise fail(f"secret {key}: {key!r} is a reserved field name (pass an API key as api_key)")
+            if not isinstance(value, Secret):
+                raise fail(f"secret {key}: the value must be passed as a Secret")
+            values[key] = self.checked_secret_value(key, value, fail)
+        return values
+
+    def checked_secret_value(self, key: str, value: Secret, fail: Callable[[str], CredentialError]) -> str:
+        text = value.reveal().strip()
+        if not text:
+            raise fail(f"{key}: the value is empty")
+        if len(text) > MAX_SECRET_VALUE:
+            raise fail(f"{key}: the value is longer than {MAX_SECRET_VALUE} characters")
+        if not text.isprintable():  # a newline in a key would end up in an HTTP header
+            raise fail(f"{key}: the value contains control characters")
+        if looks_like_keyvault_reference(text):
             try:
-                names = tuple(sorted(self.open_secrets(stored)))
-            except StepFailure:
-                names = ("api_key",) if stored.secret_blob else ()
-            views.append(view_of(stored, names))
-        return views
+                parse_keyvault_reference(text)
+            except KeyVaultReferenceError as exc:
+                raise fail(f"{key}: {exc}") from None
+            if self.resolver is None:
+                raise fail(f"{key}: is a Key Vault reference, but no Key Vault resolver is configured")
+        return text
+
+    async def get(self, tenant_id: str, name: str) -> CredentialView | None:
+        stored = await self.store.get(tenant_id, name)
+        return None if stored is None else self.view(stored)
+
+    async def list(self, tenant_id: str) -> list[CredentialView]:
+        return [self.view(stored) for stored in await self.store.list(tenant_id)]
+
+    def view(self, stored: StoredCredential) -> CredentialView:
+        try:
+            return view_of(stored, tuple(sorted(self.open_secrets(stored))))
+        except StepFailure:
+            return view_of(stored, (), readable=False)
 
     async def delete(self, tenant_id: str, name: str) -> bool:
-        self.cache.pop((tenant_id, name), None)
-        return await self.store.delete(tenant_id, name)
+        self.invalidate_entry(tenant_id, name)
+        deleted = await self.store.delete(tenant_id, name)
+        self.invalidate_entry(tenant_id, name)
+        return deleted
 
     async def rotate_key(self, batch: int = 100) -> RotationReport:
-        """Re-encrypts every secret not under the current key. Safe to interrupt and run again."""
+        """Re-encrypts every secret not under the current key, `batch` rows per store query, each with a
+        compare-and-swap on its version (a concurrent `set` wins; it already wrote under the current key).
+        Safe to interrupt: a second call continues with whatever is still under an old key; old keys keep
+        decrypting meanwhile. Rows no held key opens are left alone and reported."""
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
         rotated = 0
-        skipped: set[tuple[str, str, int]] = set()
+        stuck: set[tuple[str, str]] = set()
+        unreadable: list[str] = []
+        conflicts: dict[tuple[str, str], int] = {}
+        current = self.box.current_kid
         while True:
-            pending = [c for c in await self.store.list_not_under_key(self.box.current_kid, batch + len(skipped))
-                       if (c.tenant_id, c.name, c.version) not in skipped]
+            rows = await self.store.list_not_under_key(current, batch + len(stuck))
+            pending = [r for r in rows if (r.tenant_id, r.name) not in stuck][:batch]
             if not pending:
                 break
-            for stored in pending[:batch]:
-                aad = credential_aad(stored.tenant_id, stored.name)
+            for stored in pending:
+                key = (stored.tenant_id, stored.name)
+                aad = credential_aad(*key)
                 try:
                     plaintext = self.box.decrypt(stored.secret_blob or "", aad)
                 except DecryptionError:
-                    skipped.add((stored.tenant_id, stored.name, stored.version))  # unreadable: reported, kept
+                    stuck.add(key)
+                    unreadable.append(f"{stored.tenant_id}/{stored.name}")
                     continue
-                if await self.store.replace_secret(stored.tenant_id, stored.name, stored.version,
-                                                   self.box.encrypt(plaintext, aad), self.box.current_kid):
+                swapped = await self.store.replace_secret(stored.tenant_id, stored.name, stored.version,
+                                                          self.box.encrypt(plaintext, aad), current)
+                self.invalidate_entry(*key)
+                if swapped:
                     rotated += 1
-                self.cache.pop((stored.tenant_id, stored.name), None)
-        return RotationReport(rotated, len(skipped))
+                else:  # changed under us; the next listing shows whether it still needs rotating
+                    conflicts[key] = conflicts.get(key, 0) + 1
+                    if conflicts[key] >= ROTATION_CONFLICT_LIMIT:
+                        stuck.add(key)
+        return RotationReport(rotated, len(stuck), tuple(unreadable))
 
     # --- use at run time (the engine's CredentialSource) ---------------------------------------------------------
     async def load(self, tenant_id: str, name: str) -> dict[str, Any]:
         key = (tenant_id, name)
-        cached = self.cache.get(key)
-        if cached is not None and cached[0] > self.clock():
-            return dict(cached[1])
-        tenant = await self.tenants.get(tenant_id)
+        entry = self.cache.get(key)
+        if entry is not None and entry[0] > self.clock():
+            return dict(entry[1])
+        generation = self.generation
+        fields = await self.read(tenant_id, name)
+        if self.ttl > 0 and generation == self.generation:
+            if len(self.cache) >= MAX_CACHE_ENTRIES:
+                self.prune()
+            self.cache[key] = (self.clock() + self.ttl, fields)
+        return dict(fields)
+
+    async def read(self, tenant_id: str, name: str) -> dict[str, Any]:
+        tenant = await self.tenants.get(tenant_id) if isinstance(tenant_id, str) and tenant_id else None
         if tenant is None:
-            raise StepFailure(f"unknown tenant {tenant_id!r}", "tenant_not_found")
+            raise StepFailure(f"unknown tenant {shown(tenant_id)}", "tenant_not_found")
         if tenant.status != "active":
             raise StepFailure(f"tenant {tenant_id} is suspended", "tenant_suspended")
-        stored = await self.store.get(tenant_id, name)
-        if stored is None:
-            raise StepFailure(f"tenant {tenant_id} has no credential {name!r}", "credential_not_found")
-        fields: dict[str, Any] = {"name": stored.name, "kind": stored.kind, "endpoint": stored.endpoint,
-                                  "api_version": stored.api_version or DEFAULT_API_VERSION, "auth": stored.auth,
-                                  "version": stored.version, "api_key": None, **stored.configs}
+        stored = None
+        if isinstance(name, str) and CREDENTIAL_NAME.match(name):
+            stored = await self.store.get(tenant_id, name)
+        if stored is None or stored.tenant_id != tenant_id:
+            raise StepFailure(f"tenant {tenant_id} has no credential {shown(name)}", "credential_not_found")
+        where = f"tenant {tenant_id}: credential {name}"
+        endpoint = stored.endpoint
+        if endpoint:
+            try:
+                endpoint = self.policy.check(endpoint)
+            except StepFailure as exc:
+                raise StepFailure(f"{where}: {exc}", "endpoint_refused") from None
+        fields: dict[str, Any] = {
+            **stored.configs,
+            "name": stored.name, "kind": stored.kind, "endpoint": endpoint,
+            "api_version": stored.api_version or (DEFAULT_API_VERSION if stored.kind == "azure_openai" else None),
+            "auth": stored.auth, "version": stored.version, "api_key": None,
+        }
         if stored.kind == "openai":
-            fields["base_url"] = stored.endpoint
+            fields["base_url"] = endpoint
         for secret_name, value in self.open_secrets(stored).items():
-            if is_keyvault_reference(value):
-                value = await self.resolve(tenant_id, name, value)
-            fields[secret_name] = Secret(value)
-        if stored.endpoint:
-            fields["endpoint"] = self.policy.check(stored.endpoint)
-        self.cache[key] = (self.clock() + self.ttl, fields)
-        return dict(fields)
+            if secret_name in RESERVED_FIELDS and secret_name != "api_key":
+                continue  # never let a stored secret shadow a structural field
+            if looks_like_keyvault_reference(value):
+                fields[secret_name] = await self.resolve(where, secret_name, value)
+            else:
+                fields[secret_name] = Secret(value)
+        return fields
 
     def open_secrets(self, stored: StoredCredential) -> dict[str, str]:
         if not stored.secret_blob:
             return {}
+        where = f"tenant {stored.tenant_id}: credential {stored.name}"
         try:
             plaintext = self.box.decrypt(stored.secret_blob, credential_aad(stored.tenant_id, stored.name))
+            values = json.loads(plaintext)
         except DecryptionError as exc:
-            raise StepFailure(f"tenant {stored.tenant_id}: credential {stored.name} cannot be decrypted: {exc}",
+            raise StepFailure(f"{where}: cannot be decrypted: {exc}", "credential_unreadable") from None
+        except ValueError:
+            raise StepFailure(f"{where}: cannot be decrypted: the plaintext is not the expected JSON object",
                               "credential_unreadable") from None
-        return json.loads(plaintext)
+        if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+            raise StepFailure(f"{where}: cannot be decrypted: the plaintext is not the expected JSON object",
+                              "credential_unreadable")
+        return values
 
-    async def resolve(self, tenant_id: str, name: str, reference: str) -> str:
+    async def resolve(self, where: str, secret_name: str, reference: str) -> Secret:
         if self.resolver is None:
-            raise StepFailure(f"tenant {tenant_id}: credential {name} holds a Key Vault reference but no resolver "
-                              "is configured", "credential_unreadable")
+            raise StepFailure(f"{where}: {secret_name} is a Key Vault reference but no resolver is configured",
+                              "credential_unreadable")
         try:
-            return (await self.resolver.resolve(reference)).reveal()
+            secret = await self.resolver.resolve(reference)
         except LookupError as exc:
-            raise StepFailure(f"tenant {tenant_id}: credential {name}: {exc}", "credential_unreadable") from None
+            raise StepFailure(f"{where}: {secret_name}: {exc}", "credential_unreadable") from None
+        except Exception as exc:  # an SDK error's text may quote a response; name only its type
+            raise StepFailure(f"{where}: {secret_name}: Key Vault lookup failed ({type(exc).__name__})",
+                              "credential_unreadable") from None
+        if not isinstance(secret, Secret) or not secret:
+            raise StepFailure(f"{where}: {secret_name}: Key Vault returned no value", "credential_unreadable")
+        return secret
+
+    # --- cache ------------------------------------------------------------------------------------------------
+    def invalidate_entry(self, tenant_id: str, name: str) -> None:
+        self.generation += 1
+        self.cache.pop((tenant_id, name), None)
 
     def invalidate(self, tenant_id: str | None = None) -> None:
+        """Drops cached credentials: one tenant's (e.g. after suspending it), or all."""
+        self.generation += 1
         if tenant_id is None:
             self.cache.clear()
         else:
             for key in [k for k in self.cache if k[0] == tenant_id]:
                 self.cache.pop(key, None)
+
+    def prune(self) -> None:
+        now = self.clock()
+        for key in [k for k, (expires, _) in self.cache.items() if expires <= now]:
+            del self.cache[key]
+        if len(self.cache) >= MAX_CACHE_ENTRIES:
+            self.cache.clear()

@@ -1,4 +1,9 @@
-"""Tenants and how a request proves which tenant it is: API keys (stored as hashes) and webhook secrets."""
+"""Tenants and how a request proves which tenant it is: API keys (stored as hashes) and webhook secrets.
+
+API key: `tf_<key id: 12 hex>_<secret: 32 random bytes, base64url>`. Only sha256(key) is stored, with the key id in
+clear so a request finds its row in one lookup; the hash is compared in constant time. Webhook signing secret:
+32 random bytes as hex, stored encrypted (associated data `<tenant>\\x1fwebhook`), shown to the operator on demand.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,22 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from shared.connections.encryption import SecretBox
+from shared.connections.encryption import DecryptionError, SecretBox, webhook_aad
 from shared.connections.secret import Secret
+from shared.services.credentials import RotationReport
 from shared.storage.models import ApiKey, Tenant
 from shared.storage.ports import AlreadyExists, NotFound, TenantStore
 
 TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
-API_KEY = re.compile(r"^tf_(?P<key_id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{20,})$")
+KEY_ID = re.compile(r"^[0-9a-f]{12}$")
+API_KEY = re.compile(r"^tf_(?P<key_id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{20,128})$")
+MAX_API_KEY_LENGTH = 200
+MAX_NAME_LENGTH = 200
+KEY_ID_ATTEMPTS = 5
 
 
 class TenantError(Exception):
-    pass
+    """A tenant operation cannot be done; one line, never a secret."""
 
 
 @dataclass(frozen=True)
@@ -32,8 +42,12 @@ def key_hash(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
-def webhook_aad(tenant_id: str) -> str:
-    return f"{tenant_id}\x1fwebhook"
+def check_tenant_id(tenant_id: str) -> str:
+    if not isinstance(tenant_id, str) or not TENANT_ID.match(tenant_id):
+        shown = tenant_id if isinstance(tenant_id, str) and tenant_id.isprintable() else "…"
+        raise TenantError(f"tenant id {shown[:80]!r} must be 2-63 characters: lowercase letters, digits and -, "
+                          "starting with a letter or digit")
+    return tenant_id
 
 
 class TenantService:
@@ -42,12 +56,12 @@ class TenantService:
         self.box = box
 
     async def add(self, tenant_id: str, name: str | None = None) -> NewTenant:
-        if not TENANT_ID.match(tenant_id or ""):
-            raise TenantError(f"tenant id {tenant_id!r} must be 2-63 characters: lowercase letters, digits and -, "
-                              "starting with a letter or digit")
+        check_tenant_id(tenant_id)
+        name = tenant_id if name is None else name.strip()
+        if not name or not name.isprintable() or len(name) > MAX_NAME_LENGTH:
+            raise TenantError(f"tenant {tenant_id}: the name must be 1-{MAX_NAME_LENGTH} printable characters")
         webhook_secret = secrets.token_hex(32)
-        tenant = Tenant(tenant_id, name or tenant_id, "active",
-                        self.box.encrypt(webhook_secret.encode(), webhook_aad(tenant_id)))
+        tenant = Tenant(tenant_id, name, "active", self.box.encrypt(webhook_secret.encode(), webhook_aad(tenant_id)))
         try:
             await self.store.add(tenant)
         except AlreadyExists:
@@ -55,8 +69,11 @@ class TenantService:
         _, api_key = await self.create_key(tenant_id)
         return NewTenant(tenant, api_key, Secret(webhook_secret))
 
+    async def get(self, tenant_id: str) -> Tenant | None:
+        return await self.store.get(tenant_id)
+
     async def require(self, tenant_id: str) -> Tenant:
-        tenant = await self.store.get(tenant_id)
+        tenant = await self.store.get(tenant_id) if isinstance(tenant_id, str) else None
         if tenant is None:
             raise TenantError(f"unknown tenant {tenant_id!r}")
         return tenant
@@ -76,37 +93,84 @@ class TenantService:
         except NotFound:
             raise TenantError(f"unknown tenant {tenant_id!r}") from None
 
+    # --- API keys ---------------------------------------------------------------------------------------------
     async def create_key(self, tenant_id: str) -> tuple[str, Secret]:
+        """A new API key for the tenant: (key id, the key). The key is returned once; only its hash is kept."""
         await self.require(tenant_id)
-        key_id = secrets.token_hex(6)
-        api_key = f"tf_{key_id}_{secrets.token_urlsafe(32)}"
-        await self.store.add_api_key(ApiKey(key_id, tenant_id, key_hash(api_key)))
-        return key_id, Secret(api_key)
+        for _ in range(KEY_ID_ATTEMPTS):
+            key_id = secrets.token_hex(6)
+            api_key = f"tf_{key_id}_{secrets.token_urlsafe(32)}"
+            try:
+                await self.store.add_api_key(ApiKey(key_id, tenant_id, key_hash(api_key)))
+            except AlreadyExists:  # 48-bit id collision: vanishingly rare, just draw again
+                continue
+            return key_id, Secret(api_key)
+        raise TenantError(f"tenant {tenant_id}: could not allocate a unique key id")
 
     async def revoke_key(self, tenant_id: str, key_id: str) -> bool:
+        """False when the tenant has no such key (another tenant's key id is "no such key", too)."""
+        if not isinstance(key_id, str) or not KEY_ID.match(key_id):
+            return False
         return await self.store.revoke_api_key(tenant_id, key_id)
 
     async def authenticate(self, api_key: str) -> Tenant | None:
-        """The tenant an API key belongs to, or None (unknown, malformed or revoked). Suspension is the
-        caller's decision."""
-        match = API_KEY.match(api_key.strip()) if isinstance(api_key, str) else None
+        """The tenant an API key belongs to, or None (malformed, unknown, wrong secret or revoked). Suspension is
+        the caller's decision."""
+        if not isinstance(api_key, str) or len(api_key) > MAX_API_KEY_LENGTH:
+            return None
+        api_key = api_key.strip()
+        match = API_KEY.match(api_key)
         if match is None:
             return None
         stored = await self.store.get_api_key(match.group("key_id"))
-        if stored is None or stored.revoked_at is not None:
+        if stored is None:
+            hmac.compare_digest(key_hash(api_key), key_hash(""))  # same work whether or not the id exists
             return None
-        if not hmac.compare_digest(stored.key_hash, key_hash(api_key.strip())):
+        if not hmac.compare_digest(stored.key_hash.encode(), key_hash(api_key).encode()):
+            return None
+        if stored.revoked_at is not None:
             return None
         return await self.store.get(stored.tenant_id)
 
+    # --- webhook signing secret -------------------------------------------------------------------------------
     async def webhook_secret(self, tenant_id: str) -> Secret:
         tenant = await self.require(tenant_id)
         if tenant.webhook_secret_blob is None:
             return await self.rotate_webhook_secret(tenant_id)
-        return Secret(self.box.decrypt(tenant.webhook_secret_blob, webhook_aad(tenant_id)).decode())
+        try:
+            return Secret(self.box.decrypt(tenant.webhook_secret_blob, webhook_aad(tenant_id)).decode())
+        except DecryptionError as exc:
+            raise TenantError(f"tenant {tenant_id}: the webhook secret cannot be decrypted: {exc}") from None
 
     async def rotate_webhook_secret(self, tenant_id: str) -> Secret:
         await self.require(tenant_id)
         value = secrets.token_hex(32)
-        await self.store.set_webhook_secret(tenant_id, self.box.encrypt(value.encode(), webhook_aad(tenant_id)))
+        try:
+            await self.store.set_webhook_secret(tenant_id, self.box.encrypt(value.encode(), webhook_aad(tenant_id)))
+        except NotFound:
+            raise TenantError(f"unknown tenant {tenant_id!r}") from None
         return Secret(value)
+
+    async def rotate_key(self) -> RotationReport:
+        """Re-encrypts every webhook secret not under the current encryption key (the credential rows are
+        CredentialService.rotate_key's job). Safe to interrupt and run again."""
+        rotated = 0
+        unreadable: list[str] = []
+        for tenant in await self.store.list():
+            blob = tenant.webhook_secret_blob
+            if blob is None:
+                continue
+            aad = webhook_aad(tenant.id)
+            try:
+                if self.box.key_id_of(blob) == self.box.current_kid:
+                    continue
+                plaintext = self.box.decrypt(blob, aad)
+            except DecryptionError:
+                unreadable.append(tenant.id)
+                continue
+            current = await self.store.get(tenant.id)  # skip a tenant whose secret was rotated meanwhile
+            if current is None or current.webhook_secret_blob != blob:
+                continue
+            await self.store.set_webhook_secret(tenant.id, self.box.encrypt(plaintext, aad))
+            rotated += 1
+        return RotationReport(rotated, len(unreadable), tuple(unreadable))
