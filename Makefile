@@ -7,7 +7,17 @@ SERVICES := scripts/services.sh
 
 .PHONY: setup demo test test-unit lint bench screenshot services-up services-down clean
 
-setup: $(VENV)/.installed
+WORKER_VENV := .venv313
+PYTHON313 ?= $(shell ls -d $$HOME/.pyenv/versions/3.13*/bin/python3.13 /usr/bin/python3.13 /usr/local/bin/python3.13 2>/dev/null | head -1)
+
+setup: $(VENV)/.installed $(WORKER_VENV)/.installed
+
+# The real Azure Functions Python worker (Python 3.13) that indexes function_app.py in a test.
+$(WORKER_VENV)/.installed: requirements.txt
+	@test -n "$(PYTHON313)" || { echo "python3.13 not found (needed for the worker indexing test)"; exit 1; }
+	$(PYTHON313) -m venv $(WORKER_VENV)
+	$(WORKER_VENV)/bin/pip install -q "azure-functions-runtime>=1.3,<2" "azure-functions>=1.20,<3"
+	touch $@
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,4 +54,4 @@ services-down:
 	bash $(SERVICES) down
 
 clean:
-	rm -rf $(VENV) .services .pytest_cache .ruff_cache .mypy_cache .tenantflow
+	rm -rf $(VENV) $(WORKER_VENV) .services .pytest_cache .ruff_cache .mypy_cache .tenantflow
