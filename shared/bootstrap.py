@@ -23,6 +23,7 @@ from shared.services.run_queue import RunQueue, StorageRunQueue, UnconfiguredRun
 from shared.services.runs import RunService
 from shared.services.schedules import ScheduleService
 from shared.services.tenants import TenantService
+from shared.services.usage import UsageService
 from shared.settings import Settings
 from shared.storage.factory import open_stores
 from shared.storage.ports import Stores
@@ -45,6 +46,7 @@ class Services:
     http: HttpApi
     queue_worker: QueueWorker
     schedules: ScheduleService
+    usage: UsageService
 
     async def close(self) -> None:
         for resource in (self.model, self.queue, self.credentials.resolver):
@@ -86,6 +88,7 @@ async def build_services(settings: Settings | None = None, *, stores: Stores | N
         return FlowExecutor(metered, credentials, endpoints, connections)
 
     runs = RunService(stores, catalog, model, executor_factory, prices)
+    usage = UsageService(stores.usage_queries, stores.budgets)
     return Services(settings, stores, catalog, connections, endpoints, model, prices, box, tenants, credentials, runs,
-                    queue, HttpApi(stores, runs, tenants, queue), QueueWorker(runs),
-                    ScheduleService(stores.schedules, catalog, runs, queue))
+                    queue, HttpApi(stores, runs, tenants, queue, usage, settings.operator_key), QueueWorker(runs),
+                    ScheduleService(stores.schedules, catalog, runs, queue), usage)

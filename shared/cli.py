@@ -176,6 +176,44 @@ async def cmd_credentials(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_usage(args: argparse.Namespace) -> int:
+    from shared.services.usage import UsageQuery, to_csv
+
+    query = UsageQuery.parse(args.tenant, args.from_day, args.to_day, args.group_by)
+    async with services() as svc:
+        summary = await svc.usage.summary(query)
+    if args.format == "json":
+        print(json.dumps(summary, indent=2))
+    elif args.format == "csv":
+        print(to_csv(summary), end="")
+    else:
+        key = summary["group_by"]
+        print(f"{key:<24} {'prompt':>10} {'completion':>11} {'total':>10} {'cost':>14} {'runs':>6}")
+        for row in summary["rows"] + [{key: "TOTAL", **summary["totals"]}]:
+            print(f"{row[key]:<24} {row['prompt_tokens']:>10} {row['completion_tokens']:>11} {row['total_tokens']:>10} "
+                  f"{row['cost'] if row['cost'] is not None else '-':>14} {row['runs']:>6}")
+    return EXIT_OK
+
+
+async def cmd_budgets(args: argparse.Namespace) -> int:
+    async with services() as svc:
+        if args.budgets_command == "set":
+            await svc.runs.active_tenant(args.tenant)
+            if args.monthly_tokens is None and args.monthly_cost is None:
+                raise CliError("budgets set: give --monthly-tokens and/or --monthly-cost")
+            await svc.usage.set_budget(args.tenant, args.monthly_tokens, args.monthly_cost)
+        status = await svc.usage.budget_status(args.tenant)
+    if getattr(args, "json", False):
+        print(json.dumps(status, indent=2))
+        return EXIT_OK
+    print(f"tenant {status['tenant']}  period {status['period']}  resets {status['reset']}")
+    print(f"  tokens: {status['used_tokens']} used + {status['reserved_tokens']} reserved of "
+          f"{status['monthly_tokens'] if status['monthly_tokens'] is not None else 'no limit'}")
+    print(f"  cost:   {status['used_cost']} used + {status['reserved_cost']} reserved of "
+          f"{status['monthly_cost'] if status['monthly_cost'] is not None else 'no limit'}")
+    return EXIT_OK
+
+
 async def cmd_schedules(args: argparse.Namespace) -> int:
     async with services() as svc:
         if args.schedules_command == "add":
@@ -213,6 +251,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
     "run": cmd_run,
     "tenants": cmd_tenants,
     "credentials": cmd_credentials,
+    "usage": cmd_usage,
+    "budgets": cmd_budgets,
     "schedules": cmd_schedules,
     "serve": cmd_serve,
     "emulator": cmd_emulator,
@@ -290,6 +330,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("tenant")
     c.add_argument("name")
 
+    p = sub.add_parser("usage", help="token usage and cost from the ledger")
+    p.add_argument("--tenant", help="one tenant (default: all)")
+    p.add_argument("--from", dest="from_day", metavar="YYYY-MM-DD")
+    p.add_argument("--to", dest="to_day", metavar="YYYY-MM-DD")
+    p.add_argument("--group-by", default="day", choices=("day", "model", "flow", "tenant"))
+    p.add_argument("--format", default="table", choices=("table", "json", "csv"))
+
+    p = sub.add_parser("budgets", help="per-tenant monthly budgets")
+    bsub = p.add_subparsers(dest="budgets_command", required=True)
+    b = bsub.add_parser("set")
+    b.add_argument("tenant")
+    b.add_argument("--monthly-tokens", type=int)
+    b.add_argument("--monthly-cost", help="decimal, e.g. 25.00")
+    b = bsub.add_parser("show")
+    b.add_argument("tenant")
+    b.add_argument("--json", action="store_true")
+
     p = sub.add_parser("schedules", help="per-tenant schedules (run by the `schedules` timer)")
     ssub = p.add_subparsers(dest="schedules_command", required=True)
     s = ssub.add_parser("add")
@@ -345,7 +402,7 @@ def describe_error(exc: Exception) -> tuple[str, int]:
     if isinstance(exc, (FlowError, FlowNotFound, RunRefused, SettingsError)):
         return str(exc), EXIT_INVALID
     known = {"CredentialError", "TenantError", "ConnectionFileError", "PriceFileError", "StorageError",
-             "AlreadyExists", "NotFound", "StepFailure", "DecryptionError", "ScheduleError", "BudgetError"}
+             "AlreadyExists", "NotFound", "StepFailure", "DecryptionError", "ScheduleError", "UsageQueryError"}
     if any(cls.__name__ in known for cls in type(exc).__mro__):
         return str(exc), EXIT_INVALID
     logging.getLogger("tenantflow").debug("unexpected error", exc_info=True)

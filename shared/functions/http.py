@@ -45,3 +45,18 @@ async def webhook(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: func.HttpRequest) -> func.HttpResponse:
     return await call("health", req)
+
+
+@bp.route(route="usage", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def usage(req: func.HttpRequest) -> func.HttpResponse:
+    return await call("usage_report", req)
+
+
+@bp.route(route="admin/usage", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def admin_usage(req: func.HttpRequest) -> func.HttpResponse:
+    return await call("admin_usage", req)
+
+
+@bp.route(route="dashboard", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def dashboard(req: func.HttpRequest) -> func.HttpResponse:
+    return await call("dashboard", req)

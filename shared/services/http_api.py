@@ -6,6 +6,7 @@ from the body. Errors are RFC 9457 problem details; nothing here ever answers a 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -15,14 +16,17 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.connections.secret import Secret
 from shared.engine.errors import FlowError, InputError
 from shared.services.api_messages import ApiRequest, ApiResponse
 from shared.services.catalog import FlowNotFound
 from shared.services.run_queue import RunQueue
 from shared.services.runs import RunRefused, RunService, run_to_json
 from shared.services.tenants import TenantService
+from shared.services.usage import UsageQuery, UsageQueryError, UsageService, to_csv
 from shared.storage.models import RunRecord, Tenant
-from shared.storage.ports import Stores
+from shared.storage.ports import GROUP_KEYS, Stores
+from shared.web.dashboard import render_dashboard
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
@@ -55,11 +59,14 @@ def unauthenticated(detail: str = "missing or invalid API key (x-api-key)") -> P
 
 
 class HttpApi:
-    def __init__(self, stores: Stores, runs: RunService, tenants: TenantService, queue: RunQueue) -> None:
+    def __init__(self, stores: Stores, runs: RunService, tenants: TenantService, queue: RunQueue,
+                 usage: UsageService, operator_key: Secret | None = None) -> None:
         self.stores = stores
         self.runs = runs
         self.tenants = tenants
         self.queue = queue
+        self.usage = usage
+        self.operator_key = operator_key
 
     async def handle(self, handler: str, request: ApiRequest) -> ApiResponse:
         """Runs one handler, mapping every failure to problem details."""
@@ -80,6 +87,12 @@ class HttpApi:
         if tenant.status != "active":
             raise Problem(403, "Tenant suspended", f"tenant {tenant.id} is suspended")
         return tenant
+
+    def is_operator(self, request: ApiRequest) -> bool:
+        given = request.header("x-operator-key")
+        if not given or self.operator_key is None or not self.operator_key.reveal():
+            return False
+        return hmac.compare_digest(given.encode(), self.operator_key.reveal().encode())
 
     async def webhook_tenant(self, request: ApiRequest, tenant_id: str) -> Tenant:
         header = request.header("x-tenantflow-signature") or ""
@@ -179,6 +192,59 @@ class HttpApi:
         except (FlowNotFound, FlowError, InputError, RunRefused) as exc:
             raise problem_for(exc) from None
         return self.run_response(run)
+
+    async def usage_report(self, request: ApiRequest) -> ApiResponse:
+        """GET /api/usage — the caller's tenant; from, to, group_by=day|model|flow, format=json|csv."""
+        tenant = await self.caller(request)
+        query = self.usage_query(request, tenant.id, ("day", "model", "flow"))
+        return self.summary_response(await self.usage.summary(query), request)
+
+    async def admin_usage(self, request: ApiRequest) -> ApiResponse:
+        """GET /api/admin/usage — the operator's view of every tenant (or ?tenant=); group_by may be tenant."""
+        if not self.is_operator(request):
+            raise Problem(401, "Unauthenticated", "missing or invalid operator key (x-operator-key)")
+        query = self.usage_query(request, request.query.get("tenant") or None, GROUP_KEYS)
+        return self.summary_response(await self.usage.summary(query), request)
+
+    async def dashboard(self, request: ApiRequest) -> ApiResponse:
+        """GET /api/dashboard — HTML for the caller's tenant (x-api-key), or for the operator (x-operator-key):
+        all tenants, or one with ?tenant=. Period: ?from=&to= (default: this calendar month)."""
+        operator = self.is_operator(request)
+        tenant_id = request.query.get("tenant") or None if operator else (await self.caller(request)).id
+        today = datetime.now(UTC).date()
+        query = self.usage_query(request, tenant_id, GROUP_KEYS,
+                                 default_from=today.replace(day=1).isoformat(), default_to=today.isoformat())
+        assert query.start is not None and query.end is not None
+        keys = ["model", "flow"] + (["tenant"] if operator and tenant_id is None else [])
+        summaries = {key: await self.usage.summary(dataclasses.replace(query, group_by=key))
+                     for key in ["day", *keys]}
+        budget = await self.usage.budget_status(tenant_id) if tenant_id else None
+        html = render_dashboard(
+            title=f"Usage of {tenant_id}" if tenant_id else "Usage of all tenants (operator)",
+            start=query.start, end=query.end, totals=summaries["day"]["totals"], by_day=summaries["day"]["rows"],
+            tables=[(key, summaries[key]["rows"]) for key in keys], budget=budget,
+            export_query={k: v for k, v in (("from", query.start.isoformat()), ("to", query.end.isoformat()),
+                                            ("tenant", tenant_id if operator and tenant_id else "")) if v},
+            export_path="/api/admin/usage" if operator else "/api/usage")
+        return ApiResponse(200, html.encode(), {"content-type": "text/html; charset=utf-8",
+                                                "cache-control": "no-store"})
+
+    def usage_query(self, request: ApiRequest, tenant_id: str | None, allowed: tuple[str, ...],
+                    default_from: str | None = None, default_to: str | None = None) -> UsageQuery:
+        try:
+            return UsageQuery.parse(tenant_id, request.query.get("from") or default_from,
+                                    request.query.get("to") or default_to, request.query.get("group_by"), allowed)
+        except UsageQueryError as exc:
+            raise Problem(422, "Invalid query", str(exc), errors=[{"field": exc.field, "message": str(exc)}]) from None
+
+    def summary_response(self, summary: dict[str, Any], request: ApiRequest) -> ApiResponse:
+        fmt = request.query.get("format", "json")
+        if fmt == "csv":
+            return ApiResponse(200, to_csv(summary).encode(), {"content-type": "text/csv; charset=utf-8"})
+        if fmt != "json":
+            raise Problem(422, "Invalid query", "format must be json or csv",
+                          errors=[{"field": "format", "message": "must be json or csv"}])
+        return ApiResponse.json(200, summary)
 
     async def health(self, request: ApiRequest) -> ApiResponse:
         checks: dict[str, Any] = {}
