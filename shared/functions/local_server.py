@@ -6,15 +6,22 @@ real `azure.functions.HttpRequest` and the registered function itself answers it
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
+
+
+@lru_cache(maxsize=1)
+def registered_functions() -> tuple[Any, ...]:
+    """The app's functions, indexed once (the SDK refuses to index the same app twice)."""
+    import function_app
+
+    return tuple(function_app.app.get_functions())
 
 
 def http_functions() -> list[tuple[str, list[str], Any]]:
     """(route, methods, user function) of every HTTP trigger in function_app."""
-    import function_app
-
     found = []
-    for function in function_app.app.get_functions():
+    for function in registered_functions():
         trigger = function.get_trigger()
         if trigger is None or trigger.get_binding_name() != "httpTrigger":
             continue

@@ -15,16 +15,15 @@ import pytest
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
-import function_app
 from shared.bootstrap import build_services
 from shared.connections.secret import Secret
 from shared.functions import runtime
+from shared.functions.local_server import registered_functions
 from shared.services.run_queue import StorageRunQueue
 from tests.backends import postgres_backend
 from tests.backends.fixtures import require_service
 
-# get_functions() may be called once per app: it indexes the blueprints and refuses to do it twice
-FUNCTIONS = {f.get_function_name(): f for f in function_app.app.get_functions()}
+FUNCTIONS = {f.get_function_name(): f for f in registered_functions()}
 
 
 class AppHarness:

@@ -1,0 +1,71 @@
+"""`make screenshot`: seeds demo usage into a throwaway SQLite store, serves the dashboard locally and saves a
+PNG of it from headless Chromium (Debian's chromium, driven by Playwright). Usage: python -m shared.web.screenshot
+OUT.png"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update"]
+
+
+async def capture(out: Path, emulator_url: str) -> None:
+    import uvicorn
+    from playwright.async_api import async_playwright
+
+    from shared.bootstrap import build_services
+    from shared.connections.secret import Secret
+    from shared.functions import runtime
+    from shared.functions.local_server import create_asgi_app
+    from shared.settings import Settings
+
+    folder = Path(tempfile.mkdtemp(prefix="tenantflow-screenshot-"))
+    settings = dataclasses.replace(Settings.from_env({}), sqlite_path=folder / "t.db", allowed_hosts=("127.0.0.1",),
+                                   default_endpoint=emulator_url)
+    svc = await build_services(settings)
+    runtime.use(svc)
+    created = await svc.tenants.add("contoso", "Contoso Ltd")
+    await svc.credentials.set("contoso", "foundry", "azure_openai", endpoint=emulator_url, api_key=Secret("demo"))
+    await svc.usage.set_budget("contoso", 5000, "0.05")
+    for ticket in ("Refund my order", "My parcel is late", "Change my address", "Invoice has the wrong VAT"):
+        await svc.runs.run("contoso", "support-reply", {"ticket": ticket}, "cli")
+    await svc.runs.run("contoso", "triage-batch", {"tickets": ["Site down!", "Typo", "Slow checkout"]}, "cli")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_asgi_app(), log_level="warning", lifespan="off"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = await browser.new_page(viewport={"width": 1200, "height": 900},
+                                          extra_http_headers={"x-api-key": created.api_key.reveal()})
+            await page.goto(f"http://127.0.0.1:{sock.getsockname()[1]}/api/dashboard")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(out), full_page=True)
+            await browser.close()
+    finally:
+        server.should_exit = True
+        await serving
+        await svc.close()
+
+
+def main() -> int:
+    from shared.emulator.server import running_emulator
+
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "screenshots/dashboard.png")
+    with running_emulator() as emulator:
+        asyncio.run(capture(out, emulator.base_url))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
