@@ -36,7 +36,7 @@ async def capture(out: Path, emulator_url: str) -> None:
     for ticket in ("Refund my order", "My parcel is late", "Change my address", "Invoice has the wrong VAT"):
         await svc.runs.run("contoso", "support-reply", {"ticket": ticket}, "cli")
     await svc.runs.run("contoso", "triage-batch", {"tickets": ["Site down!", "Typo", "Slow checkout"]}, "cli")
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(create_asgi_app(), log_level="warning", lifespan="off"))
     serving = asyncio.create_task(server.serve(sockets=[sock]))

@@ -35,7 +35,7 @@ async def test_dashboard_numbers_in_the_browser_equal_the_ledger(app, tmp_path):
 
     keys, runs = await seed(app)
     records = [r for r in await ledger_totals(app, runs) if r.tenant_id == "contoso"]
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(create_asgi_app(), log_level="warning", lifespan="off"))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
