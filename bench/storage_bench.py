@@ -1,6 +1,6 @@
 """Storage against the real servers (scripts/services.sh): ledger writes/s on PostgreSQL (goal ≥ 20,000/s) and
 Table storage/Azurite, a tenant-month summary over 1,000,000 PostgreSQL ledger rows (goal ≤ 200 ms), and a
-cold credential lookup per backend."""
+cold credential lookup on each server backend."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from psycopg import AsyncConnection
 from shared.bootstrap import build_services
 from shared.connections.secret import Secret
 from shared.storage.models import UsageRecord
-from tests.backends import postgres_backend, sqlite_backend, table_backend
+from tests.backends import postgres_backend, table_backend
 
 MONTH_START = datetime(2026, 10, 1, tzinfo=UTC)
 
@@ -82,7 +82,7 @@ async def with_backend(module, tmp: Path):
 async def measure() -> dict[str, float]:
     figures: dict[str, float] = {}
     tmp = Path(tempfile.mkdtemp(prefix="tenantflow-bench-"))
-    for name, module in (("sqlite", sqlite_backend), ("postgres", postgres_backend), ("table", table_backend)):
+    for name, module in (("postgres", postgres_backend), ("table", table_backend)):  # sqlite: credentials_bench
         settings, svc = await with_backend(module, tmp / name)
         try:
             figures[f"{name}_cold_credential_lookup_us"] = await cold_lookup_us(svc, "bench-tenant")
