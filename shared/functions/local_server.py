@@ -6,6 +6,8 @@ real `azure.functions.HttpRequest` and the registered function itself answers it
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -49,6 +51,30 @@ def create_asgi_app() -> Any:
 
     routes = [Route(f"/api/{route}", endpoint(fn), methods=methods) for route, methods, fn in http_functions()]
     return Starlette(routes=routes)
+
+
+@asynccontextmanager
+async def serving_in_this_loop() -> AsyncIterator[str]:
+    """Serves the HTTP functions on a free 127.0.0.1 port inside the running event loop (so they share its
+    connection pools); yields the base URL."""
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP: asyncio sets NODELAY
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_asgi_app(), log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 def serve(host: str = "127.0.0.1", port: int = 7071) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -129,6 +129,21 @@ class BudgetCounters:
     used_tokens: int = 0
     reserved_cost: Decimal = Decimal(0)
     used_cost: Decimal = Decimal(0)
+
+    def with_reservation(self, tokens: int, cost: Decimal, limit_tokens: int | None,
+                         limit_cost: Decimal | None) -> BudgetCounters | None:
+        """The counters after reserving, or None when used + reserved + this would pass a limit."""
+        if limit_tokens is not None and self.used_tokens + self.reserved_tokens + tokens > limit_tokens:
+            return None
+        if limit_cost is not None and self.used_cost + self.reserved_cost + cost > limit_cost:
+            return None
+        return replace(self, reserved_tokens=self.reserved_tokens + tokens, reserved_cost=self.reserved_cost + cost)
+
+    def settled(self, reserved_tokens: int, reserved_cost: Decimal, tokens: int, cost: Decimal) -> BudgetCounters:
+        """The counters after a reservation turns into actual use (tokens = cost = 0 releases it)."""
+        return replace(self, reserved_tokens=max(self.reserved_tokens - reserved_tokens, 0),
+                       used_tokens=self.used_tokens + tokens, used_cost=self.used_cost + cost,
+                       reserved_cost=max(self.reserved_cost - reserved_cost, Decimal(0)))
 
 
 @dataclass(frozen=True)

@@ -6,23 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import sys
 import tempfile
 from pathlib import Path
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; Playwright's own browser download is not used
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update"]
 
 
 async def capture(out: Path, emulator_url: str) -> None:
-    import uvicorn
     from playwright.async_api import async_playwright
 
     from shared.bootstrap import build_services
     from shared.connections.secret import Secret
     from shared.functions import runtime
-    from shared.functions.local_server import create_asgi_app
+    from shared.functions.local_server import serving_in_this_loop
     from shared.settings import Settings
 
     folder = Path(tempfile.mkdtemp(prefix="tenantflow-screenshot-"))
@@ -36,24 +35,16 @@ async def capture(out: Path, emulator_url: str) -> None:
     for ticket in ("Refund my order", "My parcel is late", "Change my address", "Invoice has the wrong VAT"):
         await svc.runs.run("contoso", "support-reply", {"ticket": ticket}, "cli")
     await svc.runs.run("contoso", "triage-batch", {"tickets": ["Site down!", "Typo", "Slow checkout"]}, "cli")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_asgi_app(), log_level="warning", lifespan="off"))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
     try:
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        async with serving_in_this_loop() as base_url, async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = await browser.new_page(viewport={"width": 1200, "height": 900},
                                           extra_http_headers={"x-api-key": created.api_key.reveal()})
-            await page.goto(f"http://127.0.0.1:{sock.getsockname()[1]}/api/dashboard")
+            await page.goto(f"{base_url}/api/dashboard")
             out.parent.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(out), full_page=True)
             await browser.close()
     finally:
-        server.should_exit = True
-        await serving
         await svc.close()
 
 

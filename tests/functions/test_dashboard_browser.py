@@ -3,20 +3,14 @@ sees equal the ledger's."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
-import socket
 from decimal import Decimal
 
 import pytest
 
-from shared.functions.local_server import create_asgi_app
+from shared.functions.local_server import serving_in_this_loop
+from shared.web.screenshot import CHROMIUM, CHROMIUM_ARGS
 from tests.functions.test_usage_and_budgets import ledger_totals, seed
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                 "--disable-background-networking", "--disable-component-update"]
 
 pytestmark = pytest.mark.browser
 
@@ -30,33 +24,22 @@ def require_chromium() -> None:
 
 async def test_dashboard_numbers_in_the_browser_equal_the_ledger(app, tmp_path):
     require_chromium()
-    import uvicorn
     from playwright.async_api import async_playwright
 
     keys, runs = await seed(app)
     records = [r for r in await ledger_totals(app, runs) if r.tenant_id == "contoso"]
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_asgi_app(), log_level="warning", lifespan="off"))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = await browser.new_page(extra_http_headers={"x-api-key": keys["contoso"]})
-            response = await page.goto(f"http://127.0.0.1:{sock.getsockname()[1]}/api/dashboard")
-            assert response.status == 200
-            shown = {name: (await page.locator(f'[data-metric="{name}"]').inner_text()).strip()
-                     for name in ("total_tokens", "cost", "prompt_tokens", "completion_tokens", "runs")}
-            bars = await page.locator('svg[data-chart="usage-per-day"] rect').evaluate_all(
-                "rects => rects.map(r => Number(r.dataset.tokens))")
-            flows = await page.locator('table[data-table="flow"] tbody tr').count()
-            await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
-            await browser.close()
-    finally:
-        server.should_exit = True
-        await serving
+    async with serving_in_this_loop() as base_url, async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = await browser.new_page(extra_http_headers={"x-api-key": keys["contoso"]})
+        response = await page.goto(f"{base_url}/api/dashboard")
+        assert response.status == 200
+        shown = {name: (await page.locator(f'[data-metric="{name}"]').inner_text()).strip()
+                 for name in ("total_tokens", "cost", "prompt_tokens", "completion_tokens", "runs")}
+        bars = await page.locator('svg[data-chart="usage-per-day"] rect').evaluate_all(
+            "rects => rects.map(r => Number(r.dataset.tokens))")
+        flows = await page.locator('table[data-table="flow"] tbody tr').count()
+        await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        await browser.close()
     assert int(shown["total_tokens"]) == sum(r.total_tokens for r in records)
     assert int(shown["prompt_tokens"]) == sum(r.prompt_tokens for r in records)
     assert int(shown["completion_tokens"]) == sum(r.completion_tokens for r in records)

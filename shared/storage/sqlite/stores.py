@@ -300,12 +300,9 @@ class SqliteBudgetStore(BudgetStore):
                       limit_cost: Decimal | None) -> Reservation:
         def attempt(c: sqlite3.Connection) -> Reservation:
             now = read_counters(c, tenant_id, period)
-            if limit_tokens is not None and now.used_tokens + now.reserved_tokens + tokens > limit_tokens:
+            after = now.with_reservation(tokens, cost, limit_tokens, limit_cost)
+            if after is None:
                 return Reservation(False, now)
-            if limit_cost is not None and now.used_cost + now.reserved_cost + cost > limit_cost:
-                return Reservation(False, now)
-            after = BudgetCounters(tenant_id, period, now.reserved_tokens + tokens, now.used_tokens,
-                                   now.reserved_cost + cost, now.used_cost)
             write_counters(c, after)
             return Reservation(True, after)
 
@@ -314,10 +311,7 @@ class SqliteBudgetStore(BudgetStore):
     async def settle(self, tenant_id: str, period: str, reserved_tokens: int, reserved_cost: Decimal, tokens: int,
                      cost: Decimal) -> BudgetCounters:
         def apply(c: sqlite3.Connection) -> BudgetCounters:
-            now = read_counters(c, tenant_id, period)
-            after = BudgetCounters(tenant_id, period, max(now.reserved_tokens - reserved_tokens, 0),
-                                   now.used_tokens + tokens, max(now.reserved_cost - reserved_cost, Decimal(0)),
-                                   now.used_cost + cost)
+            after = read_counters(c, tenant_id, period).settled(reserved_tokens, reserved_cost, tokens, cost)
             write_counters(c, after)
             return after
 

@@ -411,22 +411,15 @@ class TableBudgetStore(BudgetStore):
     async def reserve(self, tenant_id: str, period: str, tokens: int, cost: Decimal, limit_tokens: int | None,
                       limit_cost: Decimal | None) -> Reservation:
         def decide(now: BudgetCounters) -> tuple[BudgetCounters | None, Reservation]:
-            if limit_tokens is not None and now.used_tokens + now.reserved_tokens + tokens > limit_tokens:
-                return None, Reservation(False, now)
-            if limit_cost is not None and now.used_cost + now.reserved_cost + cost > limit_cost:
-                return None, Reservation(False, now)
-            after = BudgetCounters(tenant_id, period, now.reserved_tokens + tokens, now.used_tokens,
-                                   now.reserved_cost + cost, now.used_cost)
-            return after, Reservation(True, after)
+            after = now.with_reservation(tokens, cost, limit_tokens, limit_cost)
+            return after, Reservation(after is not None, after or now)
 
         return await self.change(tenant_id, period, decide)
 
     async def settle(self, tenant_id: str, period: str, reserved_tokens: int, reserved_cost: Decimal, tokens: int,
                      cost: Decimal) -> BudgetCounters:
         def decide(now: BudgetCounters) -> tuple[BudgetCounters, BudgetCounters]:
-            after = BudgetCounters(tenant_id, period, max(now.reserved_tokens - reserved_tokens, 0),
-                                   now.used_tokens + tokens, max(now.reserved_cost - reserved_cost, Decimal(0)),
-                                   now.used_cost + cost)
+            after = now.settled(reserved_tokens, reserved_cost, tokens, cost)
             return after, after
 
         return await self.change(tenant_id, period, decide)
