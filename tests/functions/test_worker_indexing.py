@@ -36,13 +36,17 @@ def test_the_worker_finds_every_function_with_its_bindings():
         ("runs/{run_id}", ("GET",)),
         ("hooks/{tenant}/{flow}", ("POST",)),
         ("health", ("GET",)),
+        ("usage", ("GET",)),
+        ("admin/usage", ("GET",)),
+        ("dashboard", ("GET",)),
     }
     assert all(b["authLevel"] == "ANONYMOUS" for b in http.values())  # identity comes from API keys / signatures
     (queue,) = [b for bindings in functions.values() for b in bindings if b["type"] == "queueTrigger"]
     assert (queue["queueName"], queue["connection"]) == ("flow-runs", "AzureWebJobsStorage")
     (timer,) = [b for bindings in functions.values() for b in bindings if b["type"] == "timerTrigger"]
     assert timer["schedule"] == "0 * * * * *" and timer["name"] == "timer"
-    assert set(functions) >= {"start_run", "get_run", "webhook", "health", "flow_runs", "schedules"}
+    assert set(functions) == {"start_run", "get_run", "webhook", "health", "usage", "admin_usage", "dashboard",
+                              "flow_runs", "schedules"}
 
 
 def test_host_json_routes_under_api_and_poisons_after_five_attempts():
