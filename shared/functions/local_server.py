@@ -14,10 +14,23 @@ from typing import Any
 
 @lru_cache(maxsize=1)
 def registered_functions() -> tuple[Any, ...]:
-    """The app's functions, indexed once (the SDK refuses to index the same app twice)."""
-    import function_app
+    """The app's functions, indexed once (the SDK refuses to index the same app twice). function_app.py sits at
+    the repository root, outside the package, so it is loaded from there when it is not importable."""
+    import importlib
+    import importlib.util
+    import sys
 
-    return tuple(function_app.app.get_functions())
+    try:
+        module = importlib.import_module("function_app")
+    except ModuleNotFoundError:
+        from shared.settings import REPO_ROOT
+
+        spec = importlib.util.spec_from_file_location("function_app", REPO_ROOT / "function_app.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["function_app"] = module
+        spec.loader.exec_module(module)
+    return tuple(module.app.get_functions())
 
 
 def http_functions() -> list[tuple[str, list[str], Any]]:

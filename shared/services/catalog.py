@@ -55,6 +55,10 @@ class FlowCatalog:
             self.index = None  # a file may have been added since
             path = self.ids().get(reference)
         if path is None:
+            for suffix in (".yaml", ".yml"):  # an invalid file is named by its file name: show why it is invalid
+                candidate = self.flows_dir / f"{reference}{suffix}"
+                if candidate.is_file():
+                    return self.load(candidate)
             raise FlowNotFound(f"unknown flow {reference!r}")
         return self.load(path)
 

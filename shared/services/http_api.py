@@ -20,7 +20,7 @@ from shared.connections.secret import Secret
 from shared.engine.errors import FlowError, InputError
 from shared.services.api_messages import ApiRequest, ApiResponse
 from shared.services.catalog import FlowNotFound
-from shared.services.run_queue import RunQueue
+from shared.services.run_queue import QueueNotConfigured, RunQueue
 from shared.services.runs import RunRefused, RunService, run_to_json
 from shared.services.tenants import TenantService
 from shared.services.usage import UsageQuery, UsageQueryError, UsageService, to_csv
@@ -156,11 +156,18 @@ class HttpApi:
             if prepared.run.request_hash != body_hash:
                 raise Problem(409, "Idempotency key reused", "this Idempotency-Key was used with another request")
             if prepared.created:
-                await self.queue.send({"run_id": prepared.run.run_id, "tenant": tenant.id, "flow": flow,
+                await self.enqueue({"run_id": prepared.run.run_id, "tenant": tenant.id, "flow": flow,
                                        "inputs": prepared.run.inputs, "trigger": "http"})
             return self.run_response(prepared.run, accepted=True)
         except (FlowNotFound, FlowError, InputError, RunRefused) as exc:
             raise problem_for(exc) from None
+
+    async def enqueue(self, message: dict[str, Any]) -> None:
+        try:
+            await self.queue.send(message)
+        except QueueNotConfigured as exc:
+            await self.runs.stores.runs.transition(message["tenant"], message["run_id"], ("queued",), "rejected")
+            raise Problem(503, "Queue unavailable", str(exc)) from None
 
     def run_response(self, run: RunRecord, accepted: bool = False) -> ApiResponse:
         location = {"location": f"/api/runs/{run.run_id}"}

@@ -20,14 +20,18 @@ class RunQueue(ABC):
         return None
 
 
+class QueueNotConfigured(RuntimeError):
+    pass
+
+
 class UnconfiguredRunQueue(RunQueue):
     """No queue connection is set (local CLI use): async runs are refused with a clear message."""
 
     async def send(self, message: dict[str, Any]) -> None:
-        raise RuntimeError("no queue is configured: set TENANTFLOW_QUEUE_CONNECTION or AzureWebJobsStorage")
+        raise QueueNotConfigured("no queue is configured: set TENANTFLOW_QUEUE_CONNECTION or AzureWebJobsStorage")
 
     async def ping(self) -> None:
-        raise RuntimeError("no queue is configured")
+        raise QueueNotConfigured("no queue is configured")
 
 
 class StorageRunQueue(RunQueue):

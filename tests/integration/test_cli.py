@@ -20,9 +20,10 @@ def cli(tmp_path, emulator):
            "TENANTFLOW_ENCRYPTION_KEY": "k1:" + base64.b64encode(os.urandom(32)).decode()}
     env.pop("TENANTFLOW_FLOWS_DIR", None)
 
-    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "shared.cli", *args], input=stdin, env=env,
-                                capture_output=True, text=True, timeout=60)
+    def run(*args: str, stdin: str | None = None, env_extra: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "shared.cli", *args], input=stdin,
+                                env={**env, **(env_extra or {})}, capture_output=True, text=True, timeout=60)
         assert "Traceback" not in result.stderr, result.stderr
         return result
 
@@ -90,3 +91,13 @@ def test_failed_run_exits_1_and_unknown_tenant_exits_2(cli):
     unknown = cli("run", "support-reply", "--tenant", "nobody", "--input", "ticket=hi")
     assert unknown.returncode == 2 and "unknown tenant 'nobody'" in unknown.stderr
     assert cli("run", "no-such-flow", "--tenant", "fabrikam").returncode == 2
+
+
+def test_running_an_invalid_flow_by_name_shows_why(cli, tmp_path):
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "broken.yaml").write_text("id: broken\nsteps:\n  - id: a\n    kind: chat_completion\n")
+    cli("tenants", "add", "contoso")
+    result = cli("run", "broken", "--tenant", "contoso", env_extra={"TENANTFLOW_FLOWS_DIR": str(flows)})
+    assert result.returncode == 2
+    assert "broken.yaml:3: step a: field model: missing required field" in result.stderr
