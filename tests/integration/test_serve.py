@@ -1,0 +1,56 @@
+"""`tenantflow serve`, the installed console script, started from another directory: the app's own HTTP
+functions answer over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_answers_with_the_registered_functions(tmp_path, emulator):
+    script = Path(sys.executable).parent / "tenantflow"
+    env = {**os.environ, "TENANTFLOW_SQLITE_PATH": str(tmp_path / "serve.db"), "TENANTFLOW_ALLOWED_HOSTS": "127.0.0.1",
+           "TENANTFLOW_DEFAULT_ENDPOINT": emulator.base_url}
+    for name in ("TENANTFLOW_QUEUE_CONNECTION", "AzureWebJobsStorage", "TENANTFLOW_STORE"):
+        env.pop(name, None)
+    added = subprocess.run([str(script), "tenants", "add", "contoso"], env=env, cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60)
+    key = added.stdout.strip().splitlines()[-1]
+    port = free_port()
+    server = subprocess.Popen([str(script), "serve", "--port", str(port)], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(f"{base}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and server.poll() is None, server.stderr.read().decode()
+                time.sleep(0.2)
+        assert health.status_code == 503  # no queue configured: reported, not hidden
+        assert health.json()["store"] == {"ok": True, "backend": "sqlite"}
+        ran = httpx.post(f"{base}/flows/grounded-answer/runs", headers={"x-api-key": key}, timeout=30,
+                         json={"inputs": {"question": "Why?", "passages": ["Because."]}})
+        assert ran.status_code == 200 and ran.json()["status"] == "succeeded"
+        assert ran.json()["outputs"]["answer"]["answer"].startswith("[gpt-4o-mini] Re: Why?")
+        queued = httpx.post(f"{base}/flows/grounded-answer/runs?wait=false", headers={"x-api-key": key}, timeout=30,
+                            json={"inputs": {"question": "Why?", "passages": []}})
+        assert queued.status_code == 503 and "no queue is configured" in queued.json()["detail"]
+        assert httpx.get(f"{base}/dashboard", headers={"x-api-key": key}).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
