@@ -46,7 +46,8 @@ def test_serve_answers_with_the_registered_functions(tmp_path, emulator):
         ran = httpx.post(f"{base}/flows/grounded-answer/runs", headers={"x-api-key": key}, timeout=30,
                          json={"inputs": {"question": "Why?", "passages": ["Because."]}})
         assert ran.status_code == 200 and ran.json()["status"] == "succeeded"
-        assert ran.json()["outputs"]["answer"]["answer"].startswith("[gpt-4o-mini] Re: Why?")
+        answer = ran.json()["outputs"]["answer"]["answer"]
+        assert answer.startswith("[gpt-4o-mini] Re: Context: Because. Question: Why?")
         queued = httpx.post(f"{base}/flows/grounded-answer/runs?wait=false", headers={"x-api-key": key}, timeout=30,
                             json={"inputs": {"question": "Why?", "passages": []}})
         assert queued.status_code == 503 and "no queue is configured" in queued.json()["detail"]
