@@ -315,9 +315,6 @@ class EmulatorHandle:
     def stats(self) -> dict[str, Any]:
         return self.state.stats()
 
-    def reset(self) -> None:
-        self.state.reset()
-
 
 @contextmanager
 def running_emulator(port: int = 0, api_keys: set[str] | None = None,

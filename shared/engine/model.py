@@ -123,7 +123,6 @@ class Flow:
     steps: list[Step] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
     output_lines: dict[str, int] = field(default_factory=dict)
-    line: int = 1
 
     def walk(self) -> list[Step]:
         """Every step, depth first, in file order."""

@@ -6,7 +6,7 @@ The engine imports no Azure, database or HTTP SDK: it only calls these ports.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from shared.connections.secret import Secret
@@ -57,7 +57,6 @@ class ChatResult:
     usage: TokenUsage
     endpoint_host: str
     attempt: int = 1  # which attempt succeeded (1-based)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ModelPort(ABC):
