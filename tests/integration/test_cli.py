@@ -88,9 +88,19 @@ def test_failed_run_exits_1_and_unknown_tenant_exits_2(cli):
     assert failed.returncode == 1
     result = json.loads(failed.stdout)
     assert result["status"] == "failed" and "fabrikam has no credential" in result["error"]
-    unknown = cli("run", "support-reply", "--tenant", "nobody", "--input", "ticket=hi")
-    assert unknown.returncode == 2 and "unknown tenant 'nobody'" in unknown.stderr
     assert cli("run", "no-such-flow", "--tenant", "fabrikam").returncode == 2
+
+
+def test_first_local_run_adds_the_tenant_to_the_embedded_store(cli):
+    unknown_flow = cli("run", "no-such-flow", "--tenant", "newcomer")
+    assert unknown_flow.returncode == 2 and "newcomer" not in cli("tenants", "list").stdout
+    first = cli("run", "triage-batch", "--tenant", "newcomer", "--input", 'tickets=["Server down!"]', "--json")
+    assert first.returncode == 0, first.stderr
+    assert "tenant 'newcomer' was not in the local store; added it" in first.stderr
+    assert json.loads(first.stdout)["outputs"]["labels"] == [{"ticket": "Server down!", "label": "urgent"}]
+    assert "newcomer" in cli("tenants", "list").stdout
+    again = cli("run", "triage-batch", "--tenant", "newcomer", "--input", "tickets=[]")
+    assert again.returncode == 0 and "added it" not in again.stderr
 
 
 def test_running_an_invalid_flow_by_name_shows_why(cli, tmp_path):
