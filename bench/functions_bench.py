@@ -36,7 +36,14 @@ async def measure(emulator_url: str) -> dict[str, float]:
     body = json.dumps({"inputs": {"ticket": "benchmark ticket"}}).encode()
     request = ApiRequest("POST", "/api/flows/support-reply/runs", body, {"x-api-key": created.api_key.reveal()},
                          {}, {"flow": "support-reply"})
-    direct, http = [], []
+    import azure.functions as func
+
+    from shared.functions import runtime
+    from shared.functions.local_server import registered_functions
+
+    runtime.use(svc)
+    start_run = next(f.get_user_function() for f in registered_functions() if f.get_function_name() == "start_run")
+    direct, http, function = [], [], []
     try:
         for _ in range(20):  # warm up clients, caches and the store
             await svc.runs.run("bench", "support-reply", {"ticket": "warm"}, "cli")
@@ -48,6 +55,11 @@ async def measure(emulator_url: str) -> dict[str, float]:
             response = await svc.http.handle("start_run", request)
             http.append(time.perf_counter() - started)
             assert response.status == 200
+            started = time.perf_counter()  # the registered Azure function: HttpRequest in, HttpResponse out
+            answer = await start_run(func.HttpRequest("POST", "http://localhost/api/flows/support-reply/runs",
+                                                      headers=request.headers, route_params=request.route, body=body))
+            function.append(time.perf_counter() - started)
+            assert answer.status_code == 200
         client = await queue.queue()
         for i in range(MESSAGES):
             await queue.send({"run_id": f"bench-{i}-{uuid.uuid4().hex[:6]}", "tenant": "bench",
@@ -68,11 +80,14 @@ async def measure(emulator_url: str) -> dict[str, float]:
         queue_rate = processed / (time.perf_counter() - started)
         await client.delete_queue()
     finally:
+        runtime.use(None)
         await svc.close()
     return {
         "engine_run_with_store_and_emulator_p50_ms": round(statistics.median(direct) * 1000, 2),
         "http_run_p50_ms": round(statistics.median(http) * 1000, 2),
         "http_overhead_p50_ms": round((statistics.median(http) - statistics.median(direct)) * 1000, 2),
+        "function_run_p50_ms": round(statistics.median(function) * 1000, 2),
+        "function_overhead_p50_ms": round((statistics.median(function) - statistics.median(direct)) * 1000, 2),
         "queue_messages_per_s_azurite": round(queue_rate, 1),
     }
 

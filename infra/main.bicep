@@ -10,6 +10,9 @@ param location string = resourceGroup().location
 @secure()
 param postgresAdminPassword string
 @secure()
+@description('password of the tenantflow_app role the app connects as (create the role once, see below)')
+param postgresAppPassword string
+@secure()
 @description('32 random bytes, base64: TENANTFLOW_ENCRYPTION_KEY (rotate by prepending a new kid:KEY)')
 param encryptionKey string
 @secure()
@@ -17,6 +20,8 @@ param operatorKey string
 @description('Store backend: postgres (default here) or table')
 @allowed(['postgres', 'table'])
 param store string = 'postgres'
+@description('endpoint of the shipped `default` static connection (an Azure OpenAI / Foundry resource); empty: flows use the tenants\' own connections')
+param defaultEndpoint string = ''
 
 var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
 var appName = 'func-${environmentName}-${token}'
@@ -78,9 +83,18 @@ resource database 'Microsoft.DBforPostgreSQL/flexibleServers/databases@2024-08-0
   name: 'tenantflow'
 }
 
+// Flex Consumption has no fixed outbound IPs without VNet integration: admit Azure-hosted callers only
+// (0.0.0.0–0.0.0.0 is Azure's "allow Azure services" rule). Put both in a VNet for production isolation.
+resource postgresAzureAccess 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@2024-08-01' = {
+  parent: postgres
+  name: 'AllowAzureServices'
+  properties: { startIpAddress: '0.0.0.0', endIpAddress: '0.0.0.0' }
+}
+
 // The app connects as `tenantflow_app` (not owner, not superuser; row-level security applies). Create it once
-// with: CREATE ROLE tenantflow_app LOGIN PASSWORD '…' NOSUPERUSER NOBYPASSRLS; migrations grant it DML rights.
-var appDsn = 'postgresql://tenantflow_app:${postgresAdminPassword}@${postgres.properties.fullyQualifiedDomainName}:5432/tenantflow?sslmode=require'
+// with: CREATE ROLE tenantflow_app LOGIN PASSWORD '<postgresAppPassword>' NOSUPERUSER NOBYPASSRLS; the app's
+// migrations (run as the owner) grant it DML rights.
+var appDsn = 'postgresql://tenantflow_app:${postgresAppPassword}@${postgres.properties.fullyQualifiedDomainName}:5432/tenantflow?sslmode=require'
 var ownerDsn = 'postgresql://tenantflow_owner:${postgresAdminPassword}@${postgres.properties.fullyQualifiedDomainName}:5432/tenantflow?sslmode=require'
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
@@ -142,7 +156,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'TENANTFLOW_RUN_QUEUE', value: 'flow-runs' }
         { name: 'TENANTFLOW_ENCRYPTION_KEY', value: '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/encryption-key)' }
         { name: 'TENANTFLOW_OPERATOR_KEY', value: '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/operator-key)' }
-        { name: 'TENANTFLOW_DEFAULT_ENDPOINT', value: 'https://${environmentName}.openai.azure.com' }
+        { name: 'TENANTFLOW_DEFAULT_ENDPOINT', value: defaultEndpoint }
         { name: 'TENANTFLOW_DEFAULT_API_KEY', value: '' }   // empty: tenants bring their own connections
         { name: 'TENANTFLOW_ALLOWED_HOSTS', value: '' }
         { name: 'TENANTFLOW_FLOWS_DIR', value: 'flows' }

@@ -141,6 +141,8 @@ class HttpApi:
             if previous is not None:
                 if previous.request_hash != body_hash or previous.flow_id != request.route.get("flow"):
                     raise Problem(409, "Idempotency key reused", "this Idempotency-Key was used with another request")
+                if previous.status == "queued" and not wait:  # its message may have been lost (503): send again
+                    await self.enqueue(previous, keep_on_failure=True)
                 return self.run_response(previous, accepted=not wait)
         flow = request.route.get("flow", "")
         # with a key, the run id derives from (tenant, key): two concurrent requests create one run
@@ -155,19 +157,30 @@ class HttpApi:
             prepared = await self.runs.prepare(tenant.id, flow, inputs, "http", status="queued", **options)
             if prepared.run.request_hash != body_hash:
                 raise Problem(409, "Idempotency key reused", "this Idempotency-Key was used with another request")
-            if prepared.created:
-                await self.enqueue({"run_id": prepared.run.run_id, "tenant": tenant.id, "flow": flow,
-                                       "inputs": prepared.run.inputs, "trigger": "http"})
+            if prepared.run.status == "queued":  # new, or a concurrent twin's: the worker dedupes copies
+                await self.enqueue(prepared.run, keep_on_failure=key is not None)
             return self.run_response(prepared.run, accepted=True)
         except (FlowNotFound, FlowError, InputError, RunRefused) as exc:
             raise problem_for(exc) from None
 
-    async def enqueue(self, message: dict[str, Any]) -> None:
+    async def enqueue(self, run: RunRecord, keep_on_failure: bool) -> None:
+        """Sends the run's message. If the queue refuses it, the answer is 503 and the run stays `queued` when the
+        client can retry with its Idempotency-Key (the retry sends it again); otherwise it is marked `rejected`."""
         try:
-            await self.queue.send(message)
-        except QueueNotConfigured as exc:
-            await self.runs.stores.runs.transition(message["tenant"], message["run_id"], ("queued",), "rejected")
-            raise Problem(503, "Queue unavailable", str(exc)) from None
+            await self.queue.send({"run_id": run.run_id, "tenant": run.tenant_id, "flow": run.flow_id,
+                                   "inputs": run.inputs, "trigger": run.trigger})
+        except Exception as exc:
+            # the text of a transport error may hold a connection string: only QueueNotConfigured's is shown
+            log.error("run %s could not be enqueued: %s", run.run_id, type(exc).__name__)
+            reason = str(exc) if isinstance(exc, QueueNotConfigured) else "the run queue cannot be reached"
+            if not keep_on_failure and await self.stores.runs.transition(run.tenant_id, run.run_id, ("queued",),
+                                                                         "rejected"):
+                stored = await self.stores.runs.get(run.tenant_id, run.run_id) or run
+                stored.status, stored.error, stored.finished_at = "rejected", reason, datetime.now(UTC)
+                await self.stores.runs.save(stored)
+            retry = "retry with the same Idempotency-Key" if keep_on_failure else "retry later"
+            raise Problem(503, "Queue unavailable", f"{reason}; {retry}", headers={"retry-after": "5"},
+                          run_id=run.run_id) from None
 
     def run_response(self, run: RunRecord, accepted: bool = False) -> ApiResponse:
         location = {"location": f"/api/runs/{run.run_id}"}

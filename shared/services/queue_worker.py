@@ -1,12 +1,26 @@
 """Processing one `flow-runs` message, idempotently on its run id.
 
 Message: JSON (raw, or base64 of JSON) `{"run_id", "tenant", "flow", "inputs", "trigger"}`.
-- A duplicate or redelivered message never runs or bills twice: the run is recorded `queued` if new, and only
-  the one caller that moves it `queued → running` executes it; every other copy returns at once.
+
+Delivery is at least once, so a message may arrive many times, even at the same moment on two workers:
+- The run is recorded `queued` if new, and only the one caller that moves it `queued → running` executes it.
+  A copy that finds the run finished (`succeeded`/`failed`/`rejected`) returns at once: no second model call,
+  no second usage record.
+- A copy that finds the run `running` cannot tell a live run from one whose worker died (a crashed host's
+  message comes back after its 10-minute lease). So it raises RunInProgress and the host retries it after
+  host.json `visibilityTimeout`; once the run has been `running` for longer than RUN_TIMEOUT (host.json
+  `functionTimeout`, after which no invocation can still be alive), the copy marks it `failed`
+  ("interrupted") with the usage already in the ledger. It is not re-executed: that could call the model
+  (and bill the tenant's resource) twice. On the last attempt a copy that still sees a live run returns, so a
+  duplicate of a long run never lands in the poison queue.
 - A malformed message (bad JSON/base64, missing fields, unknown tenant or flow, invalid inputs) makes no model
-  call. Where the tenant is known it is recorded as a `rejected` run with the reason. Then MessageRejected is
-  raised, so the host retries it up to maxDequeueCount (5, host.json) and moves it to `flow-runs-poison` for
-  an operator to look at, instead of retrying it forever. `dequeue_count` tells the last attempt, logged as such.
+  call. Where the tenant is known it is recorded as a `rejected` run with the reason (once, whatever the number
+  of attempts). Then MessageRejected is raised, every time: the host retries it up to maxDequeueCount (5,
+  host.json) — cheap, no model call — and then moves it to `flow-runs-poison`, where an operator finds the
+  original message next to the reason in the run history. It is never retried forever, and never silently
+  dropped. `dequeue_count` marks the last attempt in the log.
+- Any other error (store unreachable, …) propagates, so the host retries the message; a run that had been
+  claimed is picked up as described above.
 """
 
 from __future__ import annotations
@@ -16,6 +30,7 @@ import binascii
 import json
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.engine.errors import FlowError, InputError
@@ -24,7 +39,9 @@ from shared.services.runs import RunRefused, RunService
 from shared.storage.models import RunRecord
 
 log = logging.getLogger(__name__)
-MAX_DEQUEUE_COUNT = 5
+MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount
+RUN_TIMEOUT = timedelta(minutes=10, seconds=15)  # host.json functionTimeout (10 min) + clock skew
+FINISHED = ("succeeded", "failed", "rejected")
 TRIGGERS = ("queue", "http", "timer", "webhook", "cli")
 
 
@@ -32,9 +49,14 @@ class MessageRejected(Exception):
     """A message that can never run; raised so the host moves it to the poison queue."""
 
 
+class RunInProgress(Exception):
+    """Another delivery of this message is running the flow (or its worker died); raised so the host retries
+    the message later, when the run has finished or can be declared interrupted."""
+
+
 @dataclass
 class QueueOutcome:
-    status: str  # executed | duplicate | rejected
+    status: str  # executed | duplicate | interrupted
     run: RunRecord | None = None
 
 
@@ -85,11 +107,50 @@ class QueueWorker:
             reason = f"invalid message: {exc}"
             await self.reject(tenant, flow, run_id, trigger, reason)
             raise MessageRejected(reason) from None
-        if prepared.run.status != "queued" or not await self.runs.claim(tenant, run_id):
-            return QueueOutcome("duplicate", prepared.run)  # done, running or rejected by another copy
-        flow_definition = prepared.flow or self.runs.catalog.get(prepared.run.flow_id)
-        run = await self.runs.stores.runs.get(tenant, run_id) or prepared.run
-        return QueueOutcome("executed", await self.runs.execute(run, flow_definition, prepared.tenant))
+        run = prepared.run
+        if run.status == "queued" and await self.runs.claim(tenant, run_id):
+            flow_definition = prepared.flow or self.runs.catalog.get(run.flow_id)
+            claimed = await self.runs.stores.runs.get(tenant, run_id) or run
+            return QueueOutcome("executed", await self.runs.execute(claimed, flow_definition, prepared.tenant))
+        if run.status == "queued":  # another copy won the claim just now
+            run = await self.runs.stores.runs.get(tenant, run_id) or run
+        if run.status in FINISHED:
+            return QueueOutcome("duplicate", run)
+        return await self.in_progress(run, dequeue_count)
+
+    async def in_progress(self, run: RunRecord, dequeue_count: int) -> QueueOutcome:
+        started = run.started_at or run.created_at
+        if run.status == "running" and datetime.now(UTC) - started > RUN_TIMEOUT:
+            return QueueOutcome("interrupted", await self.interrupt(run))
+        if dequeue_count >= MAX_DEQUEUE_COUNT:
+            log.warning("flow-runs message %s: run still %s on the last attempt; leaving it to its own delivery",
+                        run.run_id, run.status)
+            return QueueOutcome("duplicate", run)
+        raise RunInProgress(f"run {run.run_id} is {run.status} (started {started.isoformat()}); retry later")
+
+    async def interrupt(self, run: RunRecord) -> RunRecord:
+        """`running` → `failed` for a run whose worker stopped (exactly one copy wins); the usage its model calls
+        recorded stays in the ledger and is summed onto the run."""
+        store = self.runs.stores.runs
+        if not await store.transition(run.tenant_id, run.run_id, ("running",), "failed"):
+            return await store.get(run.tenant_id, run.run_id) or run
+        run = await store.get(run.tenant_id, run.run_id) or run
+        records = await self.runs.stores.usage.list_for_run(run.tenant_id, run.run_id)
+        costs = [r.cost for r in records if r.cost is not None]
+        run.status = "failed"
+        run.error = (f"interrupted: the run did not finish within {int(RUN_TIMEOUT.total_seconds() // 60)} minutes "
+                     "(its worker stopped); not re-run, so that no model call is made twice")
+        run.usage = {"prompt_tokens": sum(r.prompt_tokens for r in records),
+                     "completion_tokens": sum(r.completion_tokens for r in records),
+                     "total_tokens": sum(r.total_tokens for r in records),
+                     "cached_tokens": sum(r.cached_tokens for r in records),
+                     "reasoning_tokens": sum(r.reasoning_tokens for r in records),
+                     "cost": str(sum(costs)) if costs else None, "model_calls": len(records),
+                     "error_code": "interrupted"}
+        run.finished_at = datetime.now(UTC)
+        await store.save(run)
+        log.error("run %s of tenant %s interrupted: running since %s", run.run_id, run.tenant_id, run.started_at)
+        return run
 
     async def reject(self, tenant: str, flow: str, run_id: str, trigger: str, reason: str) -> None:
         try:

@@ -49,19 +49,23 @@ class StorageRunQueue(RunQueue):
             from azure.storage.queue import TextBase64EncodePolicy
             from azure.storage.queue.aio import QueueClient
 
+            # a send sits on an HTTP request's path: a few quick retries (the SDK default waits ~1 min), then fail
+            options: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy(), "retry_total": 2,
+                                       "initial_backoff": 1, "increment_base": 2, "connection_timeout": 5}
             if self.connection.startswith("https://"):
                 from azure.identity.aio import DefaultAzureCredential
 
                 self.credential = DefaultAzureCredential()
-                client = QueueClient(self.connection, self.queue_name, credential=self.credential,
-                                     message_encode_policy=TextBase64EncodePolicy())
+                client = QueueClient(self.connection, self.queue_name, credential=self.credential, **options)
             else:
-                client = QueueClient.from_connection_string(self.connection, self.queue_name,
-                                                            message_encode_policy=TextBase64EncodePolicy())
+                client = QueueClient.from_connection_string(self.connection, self.queue_name, **options)
             try:
                 await client.create_queue()
             except ResourceExistsError:
                 pass
+            except BaseException:
+                await client.close()  # unreachable now: the next call builds a fresh client
+                raise
             self.client = client
         return self.client
 

@@ -59,13 +59,17 @@ class ScheduleService:
     async def remove(self, schedule_id: str) -> bool:
         return await self.store.remove(schedule_id)
 
+    async def due(self, now: datetime) -> list[Schedule]:
+        """The enabled schedules whose cron matches the minute of `now` (UTC)."""
+        minute = now.astimezone(UTC).replace(second=0, microsecond=0)
+        return [s for s in await self.store.list() if s.enabled and is_due(s.cron, minute)]
+
     async def fire(self, now: datetime | None = None) -> list[str]:
-        """Enqueues every enabled schedule due this minute; returns the run ids that were new."""
-        minute = (now or datetime.now(UTC)).replace(second=0, microsecond=0)
+        """Enqueues every schedule due this minute; returns the ids of the runs sent to the queue (a second
+        firing for the same minute re-sends the runs still `queued`, which the worker dedupes, and no more)."""
+        minute = (now or datetime.now(UTC)).astimezone(UTC).replace(second=0, microsecond=0)
         enqueued = []
-        for schedule in await self.store.list():
-            if not schedule.enabled or not is_due(schedule.cron, minute):
-                continue
+        for schedule in await self.due(minute):
             run_id = scheduled_run_id(schedule.id, minute)
             try:
                 prepared = await self.runs.prepare(schedule.tenant_id, schedule.flow_id, schedule.inputs, "timer",

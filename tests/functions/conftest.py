@@ -4,6 +4,7 @@ through the openai SDK to the emulator."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
@@ -41,7 +42,22 @@ class AppHarness:
         return await self.functions[name](request)
 
     async def queue(self, body: str | bytes, dequeue_count: int = 1) -> None:
+        """One delivery of a message to the registered queue function."""
         await self.functions["flow_runs"](QueueMessage(id=uuid.uuid4().hex, body=body, dequeue_count=dequeue_count))
+
+    async def deliver(self, body: str | bytes, dequeue_count: int = 1, retry_after: float = 0.2) -> str:
+        """Delivers a message as the Functions host does: a failed attempt is retried after the visibility
+        timeout (shortened here) with dequeue_count + 1, and after maxDequeueCount (5) the message is poisoned.
+        Answers "done" or "poison"."""
+        while True:
+            try:
+                await self.queue(body, dequeue_count)
+                return "done"
+            except Exception:
+                if dequeue_count >= 5:
+                    return "poison"
+                dequeue_count += 1
+                await asyncio.sleep(retry_after)
 
     async def timer(self) -> None:
         await self.functions["schedules"](TimerRequest())

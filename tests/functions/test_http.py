@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import json
 
+from shared.services.run_queue import RunQueue
+
 TICKET = {"inputs": {"ticket": "My invoice is wrong"}}
+
+
+class DownQueue(RunQueue):
+    """A run queue that cannot be reached; its error text holds a connection string, as real ones may."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def send(self, message):
+        self.attempts += 1
+        raise ConnectionError("cannot reach QueueEndpoint=http://127.0.0.1:9;AccountKey=c2VjcmV0")
+
+    async def ping(self):
+        raise ConnectionError("AccountKey=c2VjcmV0")
 
 
 def body(response):
@@ -102,3 +118,31 @@ async def test_health_reports_store_and_queue_without_secrets(app):
     assert report["status"] == "ok" and report["store"] == {"ok": True, "backend": "postgres"}
     assert report["queue"] == {"ok": True}
     assert "AccountKey" not in response.get_body().decode() and "postgresql://" not in response.get_body().decode()
+
+
+async def test_async_run_when_the_queue_is_down_is_503_and_a_retry_with_the_key_sends_it(app):
+    key = await app.tenant("contoso")
+    working = app.svc.http.queue
+    down = DownQueue()
+    app.svc.http.queue = down
+    headers = {"x-api-key": key, "idempotency-key": "order-7"}
+    try:
+        plain = await app.http("start_run", "POST", "flows/support-reply/runs", TICKET, {"x-api-key": key},
+                               params={"wait": "false"}, route={"flow": "support-reply"})
+        keyed = await app.http("start_run", "POST", "flows/support-reply/runs", TICKET, headers,
+                               params={"wait": "false"}, route={"flow": "support-reply"})
+        health = await app.http("health", "GET", "health")
+    finally:
+        app.svc.http.queue = working
+    assert health.status_code == 503 and body(health)["queue"] == {"ok": False, "error": "ConnectionError"}
+    assert "AccountKey" not in health.get_body().decode()
+    assert plain.status_code == keyed.status_code == 503 and down.attempts == 2
+    assert "AccountKey" not in plain.get_body().decode() and plain.headers["retry-after"]
+    dropped = await app.svc.stores.runs.get("contoso", body(plain)["run_id"])
+    assert dropped.status == "rejected" and dropped.error == "the run queue cannot be reached"  # not queued forever
+    kept = await app.svc.stores.runs.get("contoso", body(keyed)["run_id"])
+    assert kept.status == "queued"
+    retried = await app.http("start_run", "POST", "flows/support-reply/runs", TICKET, headers,
+                             params={"wait": "false"}, route={"flow": "support-reply"})
+    assert retried.status_code == 202 and body(retried)["run_id"] == kept.run_id
+    assert [m["run_id"] for m in await app.queued_messages()] == [kept.run_id]

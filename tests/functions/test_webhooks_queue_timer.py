@@ -9,11 +9,11 @@ import hmac
 import json
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.services.queue_worker import MessageRejected
+from shared.services.queue_worker import RUN_TIMEOUT, MessageRejected, RunInProgress
 from shared.services.schedules import scheduled_run_id
 
 
@@ -73,9 +73,11 @@ async def test_thousand_copies_of_a_message_make_one_run(app_on_every_backend):
     encoded = base64.b64encode(message.encode()).decode()
     before = app.emulator.stats()["requests"]
     copies = [message if i % 2 else encoded for i in range(1000)]
-    for start in range(0, len(copies), 100):
-        await asyncio.gather(*[app.queue(copy, dequeue_count=1 + i % 5)
-                               for i, copy in enumerate(copies[start:start + 100])])
+    outcomes = []
+    for start in range(0, len(copies), 100):  # the host's batches; a copy that meets the run in progress retries
+        outcomes += await asyncio.gather(*[app.deliver(copy, dequeue_count=1 + i % 5)
+                                           for i, copy in enumerate(copies[start:start + 100])])
+    assert outcomes.count("done") == 1000  # none poisoned: duplicates are not failures
     run = await app.svc.stores.runs.get("contoso", run_id)
     assert run.status == "succeeded" and run.trigger == "queue"
     assert app.emulator.stats()["requests"] - before == 1
@@ -109,6 +111,31 @@ async def test_malformed_messages_make_no_model_call_and_are_recorded(app, messa
     if isinstance(decoded, dict) and decoded.get("tenant") == "contoso" and decoded.get("run_id"):
         run = await app.svc.stores.runs.get("contoso", decoded["run_id"])
         assert run.status == "rejected" and reason in run.error
+
+
+async def test_a_copy_meeting_a_live_run_retries_and_a_dead_run_is_marked_interrupted(app_on_every_backend):
+    app = app_on_every_backend
+    await app.tenant("contoso")
+    run_id = uuid.uuid4().hex
+    message = json.dumps({"run_id": run_id, "tenant": "contoso", "flow": "support-reply",
+                          "inputs": {"ticket": "crash me"}})
+    prepared = await app.svc.runs.prepare("contoso", "support-reply", {"ticket": "crash me"}, "queue",
+                                          run_id=run_id, status="queued")
+    assert prepared.created and await app.svc.runs.claim("contoso", run_id)  # a worker claimed it, then died
+    before = app.emulator.stats()["requests"]
+    with pytest.raises(RunInProgress):  # it may still be alive: the host retries this copy later
+        await app.queue(message, dequeue_count=2)
+    await app.queue(message, dequeue_count=5)  # the last attempt leaves a live run alone instead of poisoning
+    assert (await app.svc.stores.runs.get("contoso", run_id)).status == "running"
+    stale = await app.svc.stores.runs.get("contoso", run_id)
+    stale.started_at = datetime.now(UTC) - RUN_TIMEOUT - timedelta(seconds=1)  # older than any invocation lives
+    await app.svc.stores.runs.save(stale)
+    await asyncio.gather(app.queue(message, dequeue_count=3), app.queue(message, dequeue_count=3))
+    run = await app.svc.stores.runs.get("contoso", run_id)
+    assert run.status == "failed" and run.error.startswith("interrupted:") and run.finished_at is not None
+    assert app.emulator.stats()["requests"] == before  # never re-run: no second model call
+    await app.queue(message)  # later copies see a finished run
+    assert (await app.svc.stores.runs.get("contoso", run_id)).status == "failed"
 
 
 async def test_two_timer_firings_in_one_minute_make_one_run_per_due_schedule(app):

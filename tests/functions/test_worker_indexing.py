@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
+from shared.services.queue_worker import MAX_DEQUEUE_COUNT, RUN_TIMEOUT
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 WORKER_PYTHON = ROOT / ".venv313" / "bin" / "python"
@@ -55,3 +58,7 @@ def test_host_json_routes_under_api_and_poisons_after_five_attempts():
     assert host["extensions"]["queues"]["maxDequeueCount"] == 5
     assert host["extensions"]["queues"]["messageEncoding"] == "base64"
     assert host["extensionBundle"]["id"] == "Microsoft.Azure.Functions.ExtensionBundle"
+    # the queue worker declares a `running` run dead once no invocation can still be alive
+    hours, minutes, seconds = (int(part) for part in host["functionTimeout"].split(":"))
+    assert timedelta(hours=hours, minutes=minutes, seconds=seconds) < RUN_TIMEOUT
+    assert host["extensions"]["queues"]["maxDequeueCount"] == MAX_DEQUEUE_COUNT
