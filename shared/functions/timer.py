@@ -16,4 +16,6 @@ log = logging.getLogger(__name__)
 async def schedules(timer: func.TimerRequest) -> None:
     svc = await services()
     enqueued = await svc.schedules.fire()
-    log.info("schedules: %d runs enqueued%s", len(enqueued), " (past due)" if timer.past_due else "")
+    interrupted = await svc.runs.sweep_interrupted()
+    log.info("schedules: %d runs enqueued, %d stale runs marked interrupted%s", len(enqueued), len(interrupted),
+             " (past due)" if timer.past_due else "")

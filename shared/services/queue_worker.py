@@ -30,17 +30,16 @@ import binascii
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.engine.errors import FlowError, InputError
 from shared.services.catalog import FlowNotFound
-from shared.services.runs import RunRefused, RunService
+from shared.services.runs import RUN_TIMEOUT, RunRefused, RunService
 from shared.storage.models import RunRecord
 
 log = logging.getLogger(__name__)
 MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount
-RUN_TIMEOUT = timedelta(minutes=10, seconds=15)  # host.json functionTimeout (10 min) + clock skew
 FINISHED = ("succeeded", "failed", "rejected")
 TRIGGERS = ("queue", "http", "timer", "webhook", "cli")
 
@@ -121,36 +120,12 @@ class QueueWorker:
     async def in_progress(self, run: RunRecord, dequeue_count: int) -> QueueOutcome:
         started = run.started_at or run.created_at
         if run.status == "running" and datetime.now(UTC) - started > RUN_TIMEOUT:
-            return QueueOutcome("interrupted", await self.interrupt(run))
+            return QueueOutcome("interrupted", await self.runs.interrupt(run))
         if dequeue_count >= MAX_DEQUEUE_COUNT:
             log.warning("flow-runs message %s: run still %s on the last attempt; leaving it to its own delivery",
                         run.run_id, run.status)
             return QueueOutcome("duplicate", run)
         raise RunInProgress(f"run {run.run_id} is {run.status} (started {started.isoformat()}); retry later")
-
-    async def interrupt(self, run: RunRecord) -> RunRecord:
-        """`running` → `failed` for a run whose worker stopped (exactly one copy wins); the usage its model calls
-        recorded stays in the ledger and is summed onto the run."""
-        store = self.runs.stores.runs
-        if not await store.transition(run.tenant_id, run.run_id, ("running",), "failed"):
-            return await store.get(run.tenant_id, run.run_id) or run
-        run = await store.get(run.tenant_id, run.run_id) or run
-        records = await self.runs.stores.usage.list_for_run(run.tenant_id, run.run_id)
-        costs = [r.cost for r in records if r.cost is not None]
-        run.status = "failed"
-        run.error = (f"interrupted: the run did not finish within {int(RUN_TIMEOUT.total_seconds() // 60)} minutes "
-                     "(its worker stopped); not re-run, so that no model call is made twice")
-        run.usage = {"prompt_tokens": sum(r.prompt_tokens for r in records),
-                     "completion_tokens": sum(r.completion_tokens for r in records),
-                     "total_tokens": sum(r.total_tokens for r in records),
-                     "cached_tokens": sum(r.cached_tokens for r in records),
-                     "reasoning_tokens": sum(r.reasoning_tokens for r in records),
-                     "cost": str(sum(costs)) if costs else None, "model_calls": len(records),
-                     "error_code": "interrupted"}
-        run.finished_at = datetime.now(UTC)
-        await store.save(run)
-        log.error("run %s of tenant %s interrupted: running since %s", run.run_id, run.tenant_id, run.started_at)
-        return run
 
     async def reject(self, tenant: str, flow: str, run_id: str, trigger: str, reason: str) -> None:
         try:

@@ -9,7 +9,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +24,7 @@ from shared.storage.models import RunRecord, StepRecord, Tenant
 from shared.storage.ports import Stores
 
 log = logging.getLogger(__name__)
+RUN_TIMEOUT = timedelta(minutes=10, seconds=15)  # host.json functionTimeout (10 min) + clock skew
 
 
 class RunRefused(Exception):
@@ -145,6 +146,36 @@ class RunService:
         log.info("run %s flow=%s tenant=%s status=%s tokens=%s", run.run_id, flow.id, tenant.id, run.status,
                  outcome.usage.total_tokens)
         return run
+
+    async def interrupt(self, run: RunRecord) -> RunRecord:
+        """`running` → `failed` for a run whose worker stopped (exactly one copy wins); the usage its model calls
+        recorded stays in the ledger and is summed onto the run."""
+        store = self.stores.runs
+        if not await store.transition(run.tenant_id, run.run_id, ("running",), "failed"):
+            return await store.get(run.tenant_id, run.run_id) or run
+        run = await store.get(run.tenant_id, run.run_id) or run
+        records = await self.stores.usage.list_for_run(run.tenant_id, run.run_id)
+        costs = [r.cost for r in records if r.cost is not None]
+        run.status = "failed"
+        run.error = (f"interrupted: the run did not finish within {int(RUN_TIMEOUT.total_seconds() // 60)} minutes "
+                     "(its worker stopped); not re-run, so that no model call is made twice")
+        run.usage = {"prompt_tokens": sum(r.prompt_tokens for r in records),
+                     "completion_tokens": sum(r.completion_tokens for r in records),
+                     "total_tokens": sum(r.total_tokens for r in records),
+                     "cached_tokens": sum(r.cached_tokens for r in records),
+                     "reasoning_tokens": sum(r.reasoning_tokens for r in records),
+                     "cost": str(sum(costs)) if costs else None, "model_calls": len(records),
+                     "error_code": "interrupted"}
+        run.finished_at = self.now()
+        await store.save(run)
+        log.error("run %s of tenant %s interrupted: running since %s", run.run_id, run.tenant_id, run.started_at)
+        return run
+
+    async def sweep_interrupted(self, limit: int = 100) -> list[RunRecord]:
+        """Marks every run still `running` past RUN_TIMEOUT as interrupted, whatever started it (an HTTP or
+        webhook run whose host stopped has no queue message to find it). Called by the `schedules` timer."""
+        stale = await self.stores.runs.list_stale_running(self.now() - RUN_TIMEOUT, limit)
+        return [await self.interrupt(run) for run in stale]
 
     async def reject(self, tenant_id: str, flow_id: str, run_id: str | None, trigger: str, reason: str) -> RunRecord:
         """Records a run that was refused before it started (a malformed message). No model call is made."""

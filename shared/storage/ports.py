@@ -125,6 +125,10 @@ class RunStore(ABC):
     async def list(self, tenant_id: str, limit: int = 50) -> list[RunRecord]:
         """Newest first."""
 
+    @abstractmethod
+    async def list_stale_running(self, started_before: datetime, limit: int = 100) -> list[RunRecord]:
+        """Across all tenants (operator work): runs still `running` that started before `started_before`."""
+
 
 class UsageLedger(ABC):
     """Write path of usage."""

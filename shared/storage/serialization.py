@@ -73,6 +73,12 @@ def run_from_document(doc: dict[str, Any]) -> RunRecord:
     )
 
 
+def stale_runs(runs: Any, started_before: datetime, limit: int) -> list[RunRecord]:
+    """Runs that started before `started_before`, oldest first, at most `limit`."""
+    stale = [r for r in runs if (r.started_at or r.created_at) < started_before]
+    return sorted(stale, key=lambda r: r.started_at or r.created_at)[:limit]
+
+
 def aggregate_usage(items: Any) -> list[UsageRow]:
     """(group, prompt, completion, total, cost text|None, run key) → one UsageRow per group, ordered by group."""
     sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])

@@ -68,3 +68,19 @@ async def test_idempotency_key_lookup_and_listing(stores):
     listed = await stores.runs.list(tenant, limit=10)
     assert len(listed) == 4 and {r.tenant_id for r in listed} == {tenant}
     assert [r.created_at for r in listed] == sorted((r.created_at for r in listed), reverse=True)
+
+
+async def test_stale_running_runs_are_listed_across_tenants(stores):
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    old_a = new_run("ta-stale", status="running", started_at=now - timedelta(minutes=30))
+    old_b = new_run("tb-stale", status="running", started_at=now - timedelta(minutes=20))
+    fresh = new_run("ta-stale", status="running", started_at=now - timedelta(seconds=5))
+    done = new_run("ta-stale", status="succeeded", started_at=now - timedelta(hours=1))
+    for run in (old_a, old_b, fresh, done):
+        await stores.runs.create(run)
+    found = [r.run_id for r in await stores.runs.list_stale_running(now - timedelta(minutes=15))
+             if r.tenant_id in ("ta-stale", "tb-stale")]
+    assert found == [old_a.run_id, old_b.run_id]
+    assert len(await stores.runs.list_stale_running(now - timedelta(minutes=15), limit=1)) == 1

@@ -158,3 +158,22 @@ async def test_two_timer_firings_in_one_minute_make_one_run_per_due_schedule(app
     runs = await app.svc.stores.runs.list("contoso") + await app.svc.stores.runs.list("fabrikam")
     assert sorted(r.run_id for r in runs) == sorted(expected)
     assert all(r.status == "succeeded" and r.trigger == "timer" for r in runs)
+
+
+async def test_timer_sweeps_runs_whose_worker_stopped(app):
+    from shared.storage.models import RunRecord
+
+    await app.tenant("contoso")
+    stuck = RunRecord(run_id=uuid.uuid4().hex, tenant_id="contoso", flow_id="support-reply", flow_hash="h",
+                      trigger="http", status="running", inputs={"ticket": "x"},
+                      started_at=datetime.now(UTC) - RUN_TIMEOUT - timedelta(minutes=1))
+    live = RunRecord(run_id=uuid.uuid4().hex, tenant_id="contoso", flow_id="support-reply", flow_hash="h",
+                     trigger="http", status="running", inputs={"ticket": "y"}, started_at=datetime.now(UTC))
+    await app.svc.stores.runs.create(stuck)
+    await app.svc.stores.runs.create(live)
+    before = app.emulator.stats()["requests"]
+    await app.timer()
+    swept = await app.svc.stores.runs.get("contoso", stuck.run_id)
+    assert swept.status == "failed" and swept.error.startswith("interrupted") and swept.finished_at is not None
+    assert (await app.svc.stores.runs.get("contoso", live.run_id)).status == "running"
+    assert app.emulator.stats()["requests"] == before

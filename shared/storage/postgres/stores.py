@@ -36,7 +36,7 @@ from shared.storage.ports import (
     UsageQueries,
 )
 from shared.storage.postgres.database import PostgresDatabase
-from shared.storage.serialization import run_from_document, run_to_document
+from shared.storage.serialization import run_from_document, run_to_document, time_text
 
 
 class PostgresTenantStore(TenantStore):
@@ -202,6 +202,15 @@ class PostgresRunStore(RunStore):
             found = await (await c.execute(
                 "SELECT document FROM runs WHERE tenant_id = %s ORDER BY created_at DESC, run_id LIMIT %s",
                 (tenant_id, limit))).fetchall()
+        return [run_from_document(row["document"]) for row in found]
+
+
+    async def list_stale_running(self, started_before: datetime, limit: int = 100) -> list[RunRecord]:
+        async with self.db.transaction(operator=True) as c:
+            found = await (await c.execute(
+                "SELECT document FROM runs WHERE status = 'running' AND coalesce(document->>'started_at', "
+                "document->>'created_at') < %s ORDER BY created_at LIMIT %s",
+                (time_text(started_before), limit))).fetchall()
         return [run_from_document(row["document"]) for row in found]
 
 

@@ -40,6 +40,7 @@ from shared.storage.serialization import (
     parse_time,
     run_from_document,
     run_to_document,
+    stale_runs,
     time_text,
 )
 from shared.storage.sqlite.database import SqliteDatabase, rows
@@ -218,6 +219,11 @@ class SqliteRunStore(RunStore):
             c, "SELECT document FROM runs WHERE tenant_id = ? ORDER BY created_at DESC, run_id LIMIT ?",
             (tenant_id, limit)))
         return [run_from_document(json.loads(r["document"])) for r in found]
+
+
+    async def list_stale_running(self, started_before: datetime, limit: int = 100) -> list[RunRecord]:
+        found = await self.db.run(lambda c: rows(c, "SELECT document FROM runs WHERE status = 'running'"))
+        return stale_runs((run_from_document(json.loads(r["document"])) for r in found), started_before, limit)
 
 
 class SqliteUsageLedger(UsageLedger):

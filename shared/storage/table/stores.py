@@ -46,6 +46,7 @@ from shared.storage.serialization import (
     parse_time,
     run_from_document,
     run_to_document,
+    stale_runs,
     time_text,
 )
 from shared.storage.table.client import TableClients, get_json, key, put_json
@@ -271,6 +272,11 @@ class TableRunStore(RunStore):
         found = await query(self.tables["runs"], "PartitionKey eq @p", p=key(tenant_id))
         runs = [run_from_document(get_json(e, "document")) for e in found]
         return sorted(runs, key=lambda r: (r.created_at, r.run_id), reverse=True)[:limit]
+
+
+    async def list_stale_running(self, started_before: datetime, limit: int = 100) -> list[RunRecord]:
+        found = await query(self.tables["runs"], "status eq 'running'")
+        return stale_runs((run_from_document(get_json(e, "document")) for e in found), started_before, limit)
 
 
 def usage_entity(r: UsageRecord) -> dict[str, Any]:
