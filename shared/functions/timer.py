@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from datetime import datetime
 
 import azure.functions as func
 
@@ -12,10 +14,21 @@ bp = func.Blueprint()
 log = logging.getLogger(__name__)
 
 
+def last_firing(timer: func.TimerRequest) -> datetime | None:
+    """When the host last ran this timer (schedule_status.Last), so missed minutes can be caught up."""
+    text = (timer.schedule_status or {}).get("Last")
+    if not isinstance(text, str) or not text:
+        return None
+    try:  # the host writes 7 fractional digits (.NET ticks); Python reads at most 6
+        return datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", text))
+    except ValueError:
+        return None
+
+
 @bp.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False, use_monitor=True)
 async def schedules(timer: func.TimerRequest) -> None:
     svc = await services()
-    enqueued = await svc.schedules.fire()
+    enqueued = await svc.schedules.fire(last=last_firing(timer))
     interrupted = await svc.runs.sweep_interrupted()
     log.info("schedules: %d runs enqueued, %d stale runs marked interrupted%s", len(enqueued), len(interrupted),
              " (past due)" if timer.past_due else "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.services.catalog import FlowCatalog
@@ -15,6 +15,7 @@ from shared.storage.models import Schedule
 from shared.storage.ports import ScheduleStore
 
 log = logging.getLogger(__name__)
+CATCH_UP = timedelta(minutes=10)  # a late timer enqueues the minutes it missed, at most this far back
 RUN_NAMESPACE = uuid.UUID("6b1d0c3e-3f0a-4c47-9d55-7a1f0e0f5c11")
 
 
@@ -64,10 +65,23 @@ class ScheduleService:
         minute = now.astimezone(UTC).replace(second=0, microsecond=0)
         return [s for s in await self.store.list() if s.enabled and is_due(s.cron, minute)]
 
-    async def fire(self, now: datetime | None = None) -> list[str]:
-        """Enqueues every schedule due this minute; returns the ids of the runs sent to the queue (a second
-        firing for the same minute re-sends the runs still `queued`, which the worker dedupes, and no more)."""
+    async def fire(self, now: datetime | None = None, last: datetime | None = None) -> list[str]:
+        """Enqueues every schedule due this minute — and, when the previous firing (`last`) was missed, the
+        minutes since it, up to CATCH_UP; returns the ids of the runs sent to the queue. A second firing for the
+        same minute re-sends the runs still `queued` (the worker dedupes them), and no more."""
         minute = (now or datetime.now(UTC)).astimezone(UTC).replace(second=0, microsecond=0)
+        first = minute
+        if last is not None:
+            last = last if last.tzinfo else last.replace(tzinfo=UTC)
+            first = min(max(last.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1),
+                            minute - CATCH_UP), minute)
+        enqueued: list[str] = []
+        while first <= minute:
+            enqueued += await self.fire_minute(first)
+            first += timedelta(minutes=1)
+        return enqueued
+
+    async def fire_minute(self, minute: datetime) -> list[str]:
         enqueued = []
         for schedule in await self.due(minute):
             run_id = scheduled_run_id(schedule.id, minute)
