@@ -31,13 +31,15 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy shared function_app.py
 
 test-unit: setup
 	$(PY) -m pytest -q -m "not services and not browser"
 
 test: setup
 	bash $(SERVICES) up
-	set -a; . ./.services/env; set +a; $(VENV)/bin/ruff check . && $(PY) -m pytest -q; rc=$$?; bash $(SERVICES) down; exit $$rc
+	set -a; . ./.services/env; set +a; $(VENV)/bin/ruff check . && $(VENV)/bin/mypy shared function_app.py && \
+		$(PY) -m pytest -q; rc=$$?; bash $(SERVICES) down; exit $$rc
 
 bench: setup
 	bash $(SERVICES) up

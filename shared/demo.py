@@ -56,7 +56,7 @@ async def demo(emulators: list, shared_default: Any) -> int:
         for tenant_id, _, ticket, _ in TENANTS:
             run = await svc.runs.run(tenant_id, "support-reply", {"ticket": ticket}, "cli")
             draft = next((s for s in run.steps if s.id == "draft"), None)
-            if run.status != "succeeded" or draft is None:
+            if run.status != "succeeded" or draft is None or run.outputs is None:
                 failures += 1
                 print(f"{tenant_id}: FAILED: {run.error}")
                 continue
@@ -83,7 +83,7 @@ async def demo(emulators: list, shared_default: Any) -> int:
                    "[[fault:429;times=1]] Checkout sometimes times out",
                    "[[content_filter]] A ticket the content filter blocks"]
         run = await svc.runs.run("contoso", "triage-batch", {"tickets": tickets}, "cli")
-        if run.status != "succeeded":
+        if run.status != "succeeded" or run.outputs is None:
             failures += 1
             print(f"FAILED: {run.error}")
         else:

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 def last_firing(timer: func.TimerRequest) -> datetime | None:
     """When the host last ran this timer (schedule_status.Last), so missed minutes can be caught up."""
-    text = (timer.schedule_status or {}).get("Last")
+    text = (getattr(timer, "schedule_status", None) or {}).get("Last")
     if not isinstance(text, str) or not text:
         return None
     try:  # the host writes 7 fractional digits (.NET ticks); Python reads at most 6

@@ -13,6 +13,7 @@ The cache is per process: `set`/`delete`/`rotate_key` invalidate it here; other 
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import time
@@ -221,7 +222,7 @@ class CredentialService(CredentialSource):
         stored = await self.store.get(tenant_id, name)
         return None if stored is None else self.view(stored)
 
-    async def list(self, tenant_id: str) -> list[CredentialView]:
+    async def list(self, tenant_id: str) -> builtins.list[CredentialView]:
         return [self.view(stored) for stored in await self.store.list(tenant_id)]
 
     def view(self, stored: StoredCredential) -> CredentialView:

@@ -147,7 +147,7 @@ class HttpApi:
         flow = request.route.get("flow", "")
         # with a key, the run id derives from (tenant, key): two concurrent requests create one run
         run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"tenantflow:{tenant.id}:{key}").hex if key else None
-        options = {"idempotency_key": key, "request_hash": body_hash, "run_id": run_id}
+        options: dict[str, Any] = {"idempotency_key": key, "request_hash": body_hash, "run_id": run_id}
         try:
             if wait:
                 run = await self.runs.run(tenant.id, flow, inputs, "http", **options)

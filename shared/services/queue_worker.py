@@ -86,7 +86,7 @@ class QueueWorker:
             raise
         tenant, flow, run_id = message.get("tenant"), message.get("flow"), message.get("run_id")
         inputs = message.get("inputs", {})
-        trigger = message.get("trigger") if message.get("trigger") in TRIGGERS else "queue"
+        trigger: str = message["trigger"] if message.get("trigger") in TRIGGERS else "queue"
         problems = [name for name, value in (("tenant", tenant), ("flow", flow), ("run_id", run_id))
                     if not isinstance(value, str) or not value]
         if problems:
@@ -94,7 +94,7 @@ class QueueWorker:
             if isinstance(tenant, str) and tenant and isinstance(run_id, str) and run_id:
                 await self.reject(tenant, flow if isinstance(flow, str) else "", run_id, trigger, reason)
             raise MessageRejected(reason)
-        assert isinstance(tenant, str) and isinstance(flow, str) and isinstance(run_id, str)
+        assert isinstance(tenant, str) and isinstance(flow, str) and isinstance(run_id, str)  # checked above
         try:
             prepared = await self.runs.prepare(tenant, flow, inputs, trigger, run_id=run_id, status="queued")
         except RunRefused as exc:

@@ -3,6 +3,7 @@ it with a run id derived from (schedule id, scheduled minute), so a double firin
 
 from __future__ import annotations
 
+import builtins
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -54,18 +55,18 @@ class ScheduleService:
         await self.store.add(schedule)
         return schedule
 
-    async def list(self, tenant_id: str | None = None) -> list[Schedule]:
+    async def list(self, tenant_id: str | None = None) -> builtins.list[Schedule]:
         return await self.store.list(tenant_id)
 
     async def remove(self, schedule_id: str) -> bool:
         return await self.store.remove(schedule_id)
 
-    async def due(self, now: datetime) -> list[Schedule]:
+    async def due(self, now: datetime) -> builtins.list[Schedule]:
         """The enabled schedules whose cron matches the minute of `now` (UTC)."""
         minute = now.astimezone(UTC).replace(second=0, microsecond=0)
         return [s for s in await self.store.list() if s.enabled and is_due(s.cron, minute)]
 
-    async def fire(self, now: datetime | None = None, last: datetime | None = None) -> list[str]:
+    async def fire(self, now: datetime | None = None, last: datetime | None = None) -> builtins.list[str]:
         """Enqueues every schedule due this minute — and, when the previous firing (`last`) was missed, the
         minutes since it, up to CATCH_UP; returns the ids of the runs sent to the queue. A second firing for the
         same minute re-sends the runs still `queued` (the worker dedupes them), and no more."""
@@ -81,7 +82,7 @@ class ScheduleService:
             first += timedelta(minutes=1)
         return enqueued
 
-    async def fire_minute(self, minute: datetime) -> list[str]:
+    async def fire_minute(self, minute: datetime) -> builtins.list[str]:
         enqueued = []
         for schedule in await self.due(minute):
             run_id = scheduled_run_id(schedule.id, minute)

@@ -7,6 +7,7 @@ for a condition the port names.
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ class TenantStore(ABC):
     async def get(self, tenant_id: str) -> Tenant | None: ...
 
     @abstractmethod
-    async def list(self) -> list[Tenant]:
+    async def list(self) -> builtins.list[Tenant]:
         """All tenants, ordered by id."""
 
     @abstractmethod
@@ -67,7 +68,7 @@ class TenantStore(ABC):
         """Looks a key up by its public id, across tenants (this is how a request finds its tenant)."""
 
     @abstractmethod
-    async def list_api_keys(self, tenant_id: str) -> list[ApiKey]: ...
+    async def list_api_keys(self, tenant_id: str) -> builtins.list[ApiKey]: ...
 
     @abstractmethod
     async def revoke_api_key(self, tenant_id: str, key_id: str) -> bool:
@@ -83,14 +84,14 @@ class CredentialStore(ABC):
     async def get(self, tenant_id: str, name: str) -> StoredCredential | None: ...
 
     @abstractmethod
-    async def list(self, tenant_id: str) -> list[StoredCredential]:
+    async def list(self, tenant_id: str) -> builtins.list[StoredCredential]:
         """The tenant's credentials, ordered by name."""
 
     @abstractmethod
     async def delete(self, tenant_id: str, name: str) -> bool: ...
 
     @abstractmethod
-    async def list_not_under_key(self, key_id: str, limit: int = 100) -> list[StoredCredential]:
+    async def list_not_under_key(self, key_id: str, limit: int = 100) -> builtins.list[StoredCredential]:
         """Across all tenants: credentials with a secret whose key_id differs from `key_id` (for key rotation)."""
 
     @abstractmethod
@@ -122,11 +123,11 @@ class RunStore(ABC):
     async def find_by_idempotency_key(self, tenant_id: str, key: str) -> RunRecord | None: ...
 
     @abstractmethod
-    async def list(self, tenant_id: str, limit: int = 50) -> list[RunRecord]:
+    async def list(self, tenant_id: str, limit: int = 50) -> builtins.list[RunRecord]:
         """Newest first."""
 
     @abstractmethod
-    async def list_stale_running(self, started_before: datetime, limit: int = 100) -> list[RunRecord]:
+    async def list_stale_running(self, started_before: datetime, limit: int = 100) -> builtins.list[RunRecord]:
         """Across all tenants (operator work): runs still `running` that started before `started_before`."""
 
 
@@ -139,7 +140,7 @@ class UsageLedger(ABC):
         Returns how many were new."""
 
     @abstractmethod
-    async def list_for_run(self, tenant_id: str, run_id: str) -> list[UsageRecord]: ...
+    async def list_for_run(self, tenant_id: str, run_id: str) -> builtins.list[UsageRecord]: ...
 
 
 GROUP_KEYS = ("day", "model", "flow", "tenant")
@@ -155,7 +156,7 @@ class UsageQueries(ABC):
         start: date | None,
         end: date | None,
         group_by: str,
-    ) -> list[UsageRow]:
+    ) -> builtins.list[UsageRow]:
         """Rows grouped by `group_by` (one of GROUP_KEYS), ordered by group; `tenant_id` None means all tenants;
         `start`/`end` are inclusive UTC days. Cost is None for a group whose records all lack a price, else the
         sum of known costs. `runs` counts distinct run ids."""
@@ -207,7 +208,7 @@ class ScheduleStore(ABC):
     async def get(self, schedule_id: str) -> Schedule | None: ...
 
     @abstractmethod
-    async def list(self, tenant_id: str | None = None) -> list[Schedule]:
+    async def list(self, tenant_id: str | None = None) -> builtins.list[Schedule]:
         """Ordered by (tenant_id, id); all tenants when None."""
 
     @abstractmethod

@@ -23,6 +23,13 @@ def parse_time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
+def parse_required_time(text: str) -> datetime:
+    moment = parse_time(text)
+    if moment is None:
+        raise ValueError("a required time is missing")
+    return moment
+
+
 def decimal_or_none(text: Any) -> Decimal | None:
     return None if text is None or text == "" else Decimal(str(text))
 
@@ -94,4 +101,4 @@ def aggregate_usage(items: Any) -> list[UsageRow]:
             costs[group] = (costs.get(group) or Decimal(0)) + Decimal(str(cost))
         else:
             costs.setdefault(group, None)
-    return [UsageRow(g, *sums[g], costs.get(g), len(runs[g])) for g in sorted(sums)]
+    return [UsageRow(g, sums[g][0], sums[g][1], sums[g][2], costs.get(g), len(runs[g])) for g in sorted(sums)]

@@ -50,8 +50,8 @@ async def migrate(owner_dsn: str, app_dsn: str) -> list[str]:
     """Applies pending migrations as the owner (under an advisory lock, so concurrent starts don't race) and
     grants the app role DML rights. Returns the names applied."""
     applied: list[str] = []
-    app_role = conninfo_to_dict(app_dsn).get("user")
-    owner_role = conninfo_to_dict(owner_dsn).get("user")
+    app_role = str(conninfo_to_dict(app_dsn).get("user") or "")
+    owner_role = str(conninfo_to_dict(owner_dsn).get("user") or "")
     async with await AsyncConnection.connect(owner_dsn, autocommit=False) as connection:
         async with connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))

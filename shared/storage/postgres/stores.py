@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -56,7 +57,7 @@ class PostgresTenantStore(TenantStore):
             row = await (await c.execute("SELECT * FROM tenants WHERE id = %s", (tenant_id,))).fetchone()
         return Tenant(**row) if row else None
 
-    async def list(self) -> list[Tenant]:
+    async def list(self) -> builtins.list[Tenant]:
         async with self.db.transaction() as c:
             found = await (await c.execute("SELECT * FROM tenants ORDER BY id")).fetchall()
         return [Tenant(**row) for row in found]
@@ -86,7 +87,7 @@ class PostgresTenantStore(TenantStore):
             row = await (await c.execute("SELECT * FROM api_keys WHERE key_id = %s", (key_id,))).fetchone()
         return ApiKey(**row) if row else None
 
-    async def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
+    async def list_api_keys(self, tenant_id: str) -> builtins.list[ApiKey]:
         async with self.db.transaction() as c:
             found = await (await c.execute("SELECT * FROM api_keys WHERE tenant_id = %s ORDER BY created_at, key_id",
                                            (tenant_id,))).fetchall()
@@ -125,7 +126,7 @@ class PostgresCredentialStore(CredentialStore):
                                          (tenant_id, name))).fetchone()
         return credential_of(row) if row else None
 
-    async def list(self, tenant_id: str) -> list[StoredCredential]:
+    async def list(self, tenant_id: str) -> builtins.list[StoredCredential]:
         async with self.db.transaction(tenant_id) as c:
             found = await (await c.execute("SELECT * FROM credentials WHERE tenant_id = %s ORDER BY name",
                                            (tenant_id,))).fetchall()
@@ -136,7 +137,7 @@ class PostgresCredentialStore(CredentialStore):
             cursor = await c.execute("DELETE FROM credentials WHERE tenant_id = %s AND name = %s", (tenant_id, name))
             return cursor.rowcount == 1
 
-    async def list_not_under_key(self, key_id: str, limit: int = 100) -> list[StoredCredential]:
+    async def list_not_under_key(self, key_id: str, limit: int = 100) -> builtins.list[StoredCredential]:
         async with self.db.transaction(operator=True) as c:
             found = await (await c.execute(
                 "SELECT * FROM credentials WHERE secret_blob IS NOT NULL AND key_id IS DISTINCT FROM %s "
@@ -197,7 +198,7 @@ class PostgresRunStore(RunStore):
                 (tenant_id, key))).fetchone()
         return run_from_document(row["document"]) if row else None
 
-    async def list(self, tenant_id: str, limit: int = 50) -> list[RunRecord]:
+    async def list(self, tenant_id: str, limit: int = 50) -> builtins.list[RunRecord]:
         async with self.db.transaction(tenant_id) as c:
             found = await (await c.execute(
                 "SELECT document FROM runs WHERE tenant_id = %s ORDER BY created_at DESC, run_id LIMIT %s",
@@ -205,7 +206,7 @@ class PostgresRunStore(RunStore):
         return [run_from_document(row["document"]) for row in found]
 
 
-    async def list_stale_running(self, started_before: datetime, limit: int = 100) -> list[RunRecord]:
+    async def list_stale_running(self, started_before: datetime, limit: int = 100) -> builtins.list[RunRecord]:
         async with self.db.transaction(operator=True) as c:
             found = await (await c.execute(
                 "SELECT document FROM runs WHERE status = 'running' AND coalesce(document->>'started_at', "
@@ -263,7 +264,7 @@ class PostgresUsageLedger(UsageLedger):
             row = await (await c.execute(INSERT_NEW_USAGE)).fetchone()
         return int(row["inserted"])
 
-    async def list_for_run(self, tenant_id: str, run_id: str) -> list[UsageRecord]:
+    async def list_for_run(self, tenant_id: str, run_id: str) -> builtins.list[UsageRecord]:
         async with self.db.transaction(tenant_id) as c:
             found = await (await c.execute(
                 "SELECT * FROM usage_records WHERE tenant_id = %s AND run_id = %s "
@@ -279,7 +280,7 @@ class PostgresUsageQueries(UsageQueries):
         self.db = db
 
     async def summarize(self, tenant_id: str | None, start: date | None, end: date | None,
-                        group_by: str) -> list[UsageRow]:
+                        group_by: str) -> builtins.list[UsageRow]:
         if group_by not in GROUP_KEYS:
             raise ValueError(f"group_by must be one of {', '.join(GROUP_KEYS)}")
         group = GROUP_COLUMNS[group_by]
@@ -386,7 +387,7 @@ class PostgresScheduleStore(ScheduleStore):
             row = await (await c.execute("SELECT * FROM schedules WHERE id = %s", (schedule_id,))).fetchone()
         return Schedule(**row) if row else None
 
-    async def list(self, tenant_id: str | None = None) -> list[Schedule]:
+    async def list(self, tenant_id: str | None = None) -> builtins.list[Schedule]:
         async with self.db.transaction() as c:
             found = await (await c.execute(
                 "SELECT * FROM schedules WHERE %(t)s::text IS NULL OR tenant_id = %(t)s ORDER BY tenant_id, id",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 from datetime import UTC, date, datetime
@@ -37,6 +38,7 @@ from shared.storage.ports import (
 from shared.storage.serialization import (
     aggregate_usage,
     decimal_or_none,
+    parse_required_time,
     parse_time,
     run_from_document,
     run_to_document,
@@ -64,7 +66,7 @@ class SqliteTenantStore(TenantStore):
         found = await self.db.run(lambda c: rows(c, "SELECT * FROM tenants WHERE id = ?", (tenant_id,)))
         return tenant_of(found[0]) if found else None
 
-    async def list(self) -> list[Tenant]:
+    async def list(self) -> builtins.list[Tenant]:
         return [tenant_of(r) for r in await self.db.run(lambda c: rows(c, "SELECT * FROM tenants ORDER BY id"))]
 
     async def update(self, tenant_id: str, column: str, value: Any) -> None:
@@ -94,7 +96,7 @@ class SqliteTenantStore(TenantStore):
         found = await self.db.run(lambda c: rows(c, "SELECT * FROM api_keys WHERE key_id = ?", (key_id,)))
         return api_key_of(found[0]) if found else None
 
-    async def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
+    async def list_api_keys(self, tenant_id: str) -> builtins.list[ApiKey]:
         found = await self.db.run(lambda c: rows(
             c, "SELECT * FROM api_keys WHERE tenant_id = ? ORDER BY created_at, key_id", (tenant_id,)))
         return [api_key_of(r) for r in found]
@@ -107,11 +109,12 @@ class SqliteTenantStore(TenantStore):
 
 
 def tenant_of(r: sqlite3.Row) -> Tenant:
-    return Tenant(r["id"], r["name"], r["status"], r["webhook_secret_blob"], parse_time(r["created_at"]))
+    return Tenant(r["id"], r["name"], r["status"], r["webhook_secret_blob"], parse_required_time(r["created_at"]))
 
 
 def api_key_of(r: sqlite3.Row) -> ApiKey:
-    return ApiKey(r["key_id"], r["tenant_id"], r["key_hash"], parse_time(r["created_at"]), parse_time(r["revoked_at"]))
+    return ApiKey(r["key_id"], r["tenant_id"], r["key_hash"], parse_required_time(r["created_at"]),
+                  parse_time(r["revoked_at"]))
 
 
 class SqliteCredentialStore(CredentialStore):
@@ -136,7 +139,7 @@ class SqliteCredentialStore(CredentialStore):
             c, "SELECT * FROM credentials WHERE tenant_id = ? AND name = ?", (tenant_id, name)))
         return credential_of(found[0]) if found else None
 
-    async def list(self, tenant_id: str) -> list[StoredCredential]:
+    async def list(self, tenant_id: str) -> builtins.list[StoredCredential]:
         found = await self.db.run(lambda c: rows(
             c, "SELECT * FROM credentials WHERE tenant_id = ? ORDER BY name", (tenant_id,)))
         return [credential_of(r) for r in found]
@@ -145,7 +148,7 @@ class SqliteCredentialStore(CredentialStore):
         return await self.db.run(lambda c: c.execute(
             "DELETE FROM credentials WHERE tenant_id = ? AND name = ?", (tenant_id, name)).rowcount == 1)
 
-    async def list_not_under_key(self, key_id: str, limit: int = 100) -> list[StoredCredential]:
+    async def list_not_under_key(self, key_id: str, limit: int = 100) -> builtins.list[StoredCredential]:
         found = await self.db.run(lambda c: rows(
             c, "SELECT * FROM credentials WHERE secret_blob IS NOT NULL AND (key_id IS NULL OR key_id != ?) "
                "ORDER BY tenant_id, name LIMIT ?", (key_id, limit)))
@@ -163,7 +166,7 @@ class SqliteCredentialStore(CredentialStore):
 def credential_of(r: sqlite3.Row) -> StoredCredential:
     return StoredCredential(r["tenant_id"], r["name"], r["kind"], r["endpoint"], r["api_version"], r["auth"],
                             json.loads(r["configs"]), r["secret_blob"], r["key_id"], r["version"],
-                            parse_time(r["updated_at"]))
+                            parse_required_time(r["updated_at"]))
 
 
 class SqliteRunStore(RunStore):
@@ -214,14 +217,14 @@ class SqliteRunStore(RunStore):
             (tenant_id, key)))
         return run_from_document(json.loads(found[0]["document"])) if found else None
 
-    async def list(self, tenant_id: str, limit: int = 50) -> list[RunRecord]:
+    async def list(self, tenant_id: str, limit: int = 50) -> builtins.list[RunRecord]:
         found = await self.db.run(lambda c: rows(
             c, "SELECT document FROM runs WHERE tenant_id = ? ORDER BY created_at DESC, run_id LIMIT ?",
             (tenant_id, limit)))
         return [run_from_document(json.loads(r["document"])) for r in found]
 
 
-    async def list_stale_running(self, started_before: datetime, limit: int = 100) -> list[RunRecord]:
+    async def list_stale_running(self, started_before: datetime, limit: int = 100) -> builtins.list[RunRecord]:
         found = await self.db.run(lambda c: rows(c, "SELECT document FROM runs WHERE status = 'running'"))
         return stale_runs((run_from_document(json.loads(r["document"])) for r in found), started_before, limit)
 
@@ -244,14 +247,14 @@ class SqliteUsageLedger(UsageLedger):
 
         return await self.db.transaction(insert, immediate=True) if values else 0
 
-    async def list_for_run(self, tenant_id: str, run_id: str) -> list[UsageRecord]:
+    async def list_for_run(self, tenant_id: str, run_id: str) -> builtins.list[UsageRecord]:
         found = await self.db.run(lambda c: rows(
             c, "SELECT * FROM usage_records WHERE tenant_id = ? AND run_id = ? ORDER BY recorded_at, step_id, "
                "iteration, attempt", (tenant_id, run_id)))
         return [UsageRecord(r["tenant_id"], r["run_id"], r["flow_id"], r["step_id"], r["iteration"], r["attempt"],
                             r["model"], r["endpoint_host"], r["prompt_tokens"], r["completion_tokens"],
                             r["total_tokens"], r["cached_tokens"], r["reasoning_tokens"], decimal_or_none(r["cost"]),
-                            parse_time(r["recorded_at"])) for r in found]
+                            parse_required_time(r["recorded_at"])) for r in found]
 
 
 GROUP_COLUMNS = {"day": "day", "model": "model", "flow": "flow_id", "tenant": "tenant_id"}
@@ -262,7 +265,7 @@ class SqliteUsageQueries(UsageQueries):
         self.db = db
 
     async def summarize(self, tenant_id: str | None, start: date | None, end: date | None,
-                        group_by: str) -> list[UsageRow]:
+                        group_by: str) -> builtins.list[UsageRow]:
         if group_by not in GROUP_KEYS:
             raise ValueError(f"group_by must be one of {', '.join(GROUP_KEYS)}")
         where, params = ["1 = 1"], []
@@ -358,7 +361,7 @@ class SqliteScheduleStore(ScheduleStore):
         found = await self.db.run(lambda c: rows(c, "SELECT * FROM schedules WHERE id = ?", (schedule_id,)))
         return schedule_of(found[0]) if found else None
 
-    async def list(self, tenant_id: str | None = None) -> list[Schedule]:
+    async def list(self, tenant_id: str | None = None) -> builtins.list[Schedule]:
         if tenant_id is None:
             found = await self.db.run(lambda c: rows(c, "SELECT * FROM schedules ORDER BY tenant_id, id"))
         else:
@@ -373,7 +376,7 @@ class SqliteScheduleStore(ScheduleStore):
 
 def schedule_of(r: sqlite3.Row) -> Schedule:
     return Schedule(r["id"], r["tenant_id"], r["flow_id"], r["cron"], json.loads(r["inputs"]), bool(r["enabled"]),
-                    parse_time(r["created_at"]))
+                    parse_required_time(r["created_at"]))
 
 
 class SqliteReplayGuard(ReplayGuard):

@@ -4,6 +4,7 @@ updates use ETag optimistic concurrency (If-Match) with retry."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 import random
 from collections import defaultdict
 from datetime import UTC, date, datetime
@@ -43,6 +44,7 @@ from shared.storage.ports import (
 from shared.storage.serialization import (
     aggregate_usage,
     decimal_or_none,
+    parse_required_time,
     parse_time,
     run_from_document,
     run_to_document,
@@ -62,7 +64,7 @@ async def get_entity(table: Any, partition: str, row: str) -> Any | None:
         return None
 
 
-async def query(table: Any, text: str, **parameters: Any) -> list[Any]:
+async def query(table: Any, text: str, **parameters: Any) -> builtins.list[Any]:
     return [entity async for entity in table.query_entities(text, parameters=parameters)]
 
 
@@ -87,7 +89,7 @@ class TableTenantStore(TenantStore):
         entity = await get_entity(self.tables["tenants"], "tenant", key(tenant_id))
         return tenant_of(entity) if entity else None
 
-    async def list(self) -> list[Tenant]:
+    async def list(self) -> builtins.list[Tenant]:
         found = await query(self.tables["tenants"], "PartitionKey eq 'tenant'")
         return sorted((tenant_of(e) for e in found), key=lambda t: t.id)
 
@@ -117,7 +119,7 @@ class TableTenantStore(TenantStore):
         entity = await get_entity(self.tables["apikeys"], key(key_id), "key")
         return api_key_of(entity) if entity else None
 
-    async def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
+    async def list_api_keys(self, tenant_id: str) -> builtins.list[ApiKey]:
         found = await query(self.tables["apikeys"], "tenant_id eq @t", t=tenant_id)
         return sorted((api_key_of(e) for e in found), key=lambda k: (k.created_at, k.key_id))
 
@@ -132,11 +134,11 @@ class TableTenantStore(TenantStore):
 
 
 def tenant_of(e: Any) -> Tenant:
-    return Tenant(e["id"], e["name"], e["status"], e.get("webhook_secret_blob"), parse_time(e["created_at"]))
+    return Tenant(e["id"], e["name"], e["status"], e.get("webhook_secret_blob"), parse_required_time(e["created_at"]))
 
 
 def api_key_of(e: Any) -> ApiKey:
-    return ApiKey(e["key_id"], e["tenant_id"], e["key_hash"], parse_time(e["created_at"]),
+    return ApiKey(e["key_id"], e["tenant_id"], e["key_hash"], parse_required_time(e["created_at"]),
                   parse_time(e.get("revoked_at")))
 
 
@@ -152,7 +154,7 @@ def credential_entity(c: StoredCredential) -> dict[str, Any]:
 def credential_of(e: Any) -> StoredCredential:
     return StoredCredential(e["tenant_id"], e["name"], e["kind"], e.get("endpoint"), e.get("api_version"), e["auth"],
                             get_json(e, "configs"), e.get("secret_blob"), e.get("key_id"), int(e["version"]),
-                            parse_time(e["updated_at"]))
+                            parse_required_time(e["updated_at"]))
 
 
 class TableCredentialStore(CredentialStore):
@@ -181,7 +183,7 @@ class TableCredentialStore(CredentialStore):
         entity = await get_entity(self.tables["credentials"], key(tenant_id), key(name))
         return credential_of(entity) if entity else None
 
-    async def list(self, tenant_id: str) -> list[StoredCredential]:
+    async def list(self, tenant_id: str) -> builtins.list[StoredCredential]:
         found = await query(self.tables["credentials"], "PartitionKey eq @p", p=key(tenant_id))
         return sorted((credential_of(e) for e in found), key=lambda c: c.name)
 
@@ -191,7 +193,7 @@ class TableCredentialStore(CredentialStore):
         await self.tables["credentials"].delete_entity(key(tenant_id), key(name))
         return True
 
-    async def list_not_under_key(self, key_id: str, limit: int = 100) -> list[StoredCredential]:
+    async def list_not_under_key(self, key_id: str, limit: int = 100) -> builtins.list[StoredCredential]:
         found = [credential_of(e) for e in await query(self.tables["credentials"], "key_id ne @k", k=key_id)]
         pending = [c for c in found if c.secret_blob]
         return sorted(pending, key=lambda c: (c.tenant_id, c.name))[:limit]
@@ -268,13 +270,13 @@ class TableRunStore(RunStore):
         runs = sorted((run_from_document(get_json(e, "document")) for e in found), key=lambda r: r.created_at)
         return runs[0] if runs else None
 
-    async def list(self, tenant_id: str, limit: int = 50) -> list[RunRecord]:
+    async def list(self, tenant_id: str, limit: int = 50) -> builtins.list[RunRecord]:
         found = await query(self.tables["runs"], "PartitionKey eq @p", p=key(tenant_id))
         runs = [run_from_document(get_json(e, "document")) for e in found]
         return sorted(runs, key=lambda r: (r.created_at, r.run_id), reverse=True)[:limit]
 
 
-    async def list_stale_running(self, started_before: datetime, limit: int = 100) -> list[RunRecord]:
+    async def list_stale_running(self, started_before: datetime, limit: int = 100) -> builtins.list[RunRecord]:
         found = await query(self.tables["runs"], "status eq 'running'")
         return stale_runs((run_from_document(get_json(e, "document")) for e in found), started_before, limit)
 
@@ -293,7 +295,8 @@ def usage_of(e: Any) -> UsageRecord:
     return UsageRecord(e["tenant_id"], e["run_id"], e["flow_id"], e["step_id"], int(e["iteration"]),
                        int(e["attempt"]), e["model"], e["endpoint_host"], int(e["prompt_tokens"]),
                        int(e["completion_tokens"]), int(e["total_tokens"]), int(e["cached_tokens"]),
-                       int(e["reasoning_tokens"]), decimal_or_none(e.get("cost")), parse_time(e["recorded_at"]))
+                       int(e["reasoning_tokens"]), decimal_or_none(e.get("cost")),
+                       parse_required_time(e["recorded_at"]))
 
 
 class TableUsageLedger(UsageLedger):
@@ -331,7 +334,7 @@ class TableUsageLedger(UsageLedger):
                 continue
         return inserted
 
-    async def list_for_run(self, tenant_id: str, run_id: str) -> list[UsageRecord]:
+    async def list_for_run(self, tenant_id: str, run_id: str) -> builtins.list[UsageRecord]:
         found = await query(self.tables["usage"], "PartitionKey eq @p and run_id eq @r", p=key(tenant_id), r=run_id)
         return sorted((usage_of(e) for e in found), key=lambda r: (r.recorded_at, r.step_id, r.iteration, r.attempt))
 
@@ -344,7 +347,7 @@ class TableUsageQueries(UsageQueries):
         self.tables = tables
 
     async def summarize(self, tenant_id: str | None, start: date | None, end: date | None,
-                        group_by: str) -> list[UsageRow]:
+                        group_by: str) -> builtins.list[UsageRow]:
         if group_by not in GROUP_KEYS:
             raise ValueError(f"group_by must be one of {', '.join(GROUP_KEYS)}")
         clauses, params = [], {}
@@ -456,7 +459,7 @@ class TableScheduleStore(ScheduleStore):
         entity = await get_entity(self.tables["schedules"], "schedule", key(schedule_id))
         return schedule_of(entity) if entity else None
 
-    async def list(self, tenant_id: str | None = None) -> list[Schedule]:
+    async def list(self, tenant_id: str | None = None) -> builtins.list[Schedule]:
         if tenant_id is None:
             found = await query(self.tables["schedules"], "PartitionKey eq 'schedule'")
         else:
@@ -473,7 +476,7 @@ class TableScheduleStore(ScheduleStore):
 
 def schedule_of(e: Any) -> Schedule:
     return Schedule(e["id"], e["tenant_id"], e["flow_id"], e["cron"], get_json(e, "inputs"), bool(e["enabled"]),
-                    parse_time(e["created_at"]))
+                    parse_required_time(e["created_at"]))
 
 
 class TableReplayGuard(ReplayGuard):
