@@ -6,6 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD/.services"
 pgdata="/tmp/tenantflow-pg-$(echo "$PWD" | md5sum | cut -c1-8)"
+# a port that is taken (another checkout's services, say) is replaced by free ones; .services/env records them
+port_free() { ! (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
+free_base() {  # a free port p such that p, p+1 and p+2 are free too
+  for _ in $(seq 1 50); do
+    local p=$(( 20000 + RANDOM % 30000 ))
+    port_free "$p" && port_free $((p+1)) && port_free $((p+2)) && { echo "$p"; return; }
+  done
+  echo "no free ports found" >&2; exit 1
+}
 pgport="${TENANTFLOW_TEST_PG_PORT:-54329}"
 azport="${TENANTFLOW_TEST_AZURITE_PORT:-10100}"
 
@@ -17,6 +26,8 @@ pgbin() {
 up() {
   mkdir -p "$root"
   down_quiet
+  port_free "$pgport" || pgport=$(free_base)
+  { port_free "$azport" && port_free $((azport+1)) && port_free $((azport+2)); } || azport=$(free_base)
   local bin; bin="$(pgbin)"
   rm -rf "$pgdata"; mkdir -p "$pgdata"; chown postgres:postgres "$pgdata"; chmod 700 "$pgdata"
   runuser -u postgres -- "$bin/initdb" -D "$pgdata" -A trust -U postgres -E UTF8 >/dev/null
