@@ -58,7 +58,9 @@ ENV
 }
 
 down_quiet() {
+  # the recorded pid may be the subshell that started node; match this checkout's azurite by its path too
   if [ -f "$root/azurite.pid" ]; then kill "$(cat "$root/azurite.pid")" 2>/dev/null || true; rm -f "$root/azurite.pid"; fi
+  pkill -f "$PWD/scripts/azurite/node_modules/.bin/azurite" 2>/dev/null || true
   if [ -f "$pgdata/postmaster.pid" ]; then runuser -u postgres -- "$(pgbin)/pg_ctl" -D "$pgdata" -m immediate -w stop >/dev/null 2>&1 || true; fi
 }
 
