@@ -13,9 +13,9 @@ from pathlib import Path
 
 from shared.connections.allowlist import EndpointAllowlist
 from shared.connections.encryption import SecretBox, credential_aad
-from shared.connections.secret import Secret
+from shared.secret import EncryptionKey, Secret
 from shared.services.credentials import CredentialService
-from shared.settings import EncryptionKey, Settings
+from shared.settings import Settings
 from shared.storage.models import Tenant
 from shared.storage.sqlite import open_sqlite_stores
 

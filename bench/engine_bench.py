@@ -7,12 +7,12 @@ import statistics
 import time
 from typing import Any
 
-from shared.connections.secret import Secret
 from shared.engine.executor import FlowExecutor, RunContext
 from shared.engine.parser import parse_flow
 from shared.engine.ports import ChatRequest, ChatResult, Connection, CredentialSource, EndpointPolicy, ModelPort
 from shared.engine.usage import TokenUsage
 from shared.engine.validator import validate_flow
+from shared.secret import Secret
 
 FLOW = """
 id: bench

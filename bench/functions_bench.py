@@ -14,8 +14,8 @@ import uuid
 from pathlib import Path
 
 from shared.bootstrap import build_services
-from shared.connections.secret import Secret
 from shared.emulator.server import running_emulator
+from shared.secret import Secret
 from shared.services.api_messages import ApiRequest
 from shared.services.run_queue import StorageRunQueue
 from shared.settings import Settings

@@ -16,7 +16,7 @@ from pathlib import Path
 from psycopg import AsyncConnection
 
 from shared.bootstrap import build_services
-from shared.connections.secret import Secret
+from shared.secret import Secret
 from shared.storage.models import UsageRecord
 from tests.backends import postgres_backend, table_backend
 

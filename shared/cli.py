@@ -139,7 +139,7 @@ async def cmd_tenants(args: argparse.Namespace) -> int:
 
 
 async def cmd_credentials(args: argparse.Namespace) -> int:
-    from shared.connections.secret import Secret
+    from shared.secret import Secret
 
     async with services() as svc:
         if args.credentials_command == "set":

@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from decimal import Decimal
 from typing import Any
 
-from shared.connections.secret import Secret
+from shared.secret import Secret
 from shared.settings import REPO_ROOT, Settings
 
 DEMO_DIR = REPO_ROOT / ".tenantflow" / "demo"

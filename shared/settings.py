@@ -6,14 +6,12 @@ the same names (a test checks it). A required value that is missing fails fast w
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from shared.connections.secret import Secret
+from shared.secret import EncryptionKey, KeyFormatError, Secret, parse_encryption_keys
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STORES = ("sqlite", "postgres", "table")
@@ -41,12 +39,6 @@ SETTING_NAMES = (
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
-
-
-@dataclass(frozen=True)
-class EncryptionKey:
-    kid: str
-    key: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -87,7 +79,10 @@ class Settings:
         if store == "table" and not table_connection:
             raise SettingsError("TENANTFLOW_TABLE_CONNECTION: required when TENANTFLOW_STORE=table")
         raw_keys = get("TENANTFLOW_ENCRYPTION_KEY")
-        keys = parse_encryption_keys(raw_keys) if raw_keys else ()
+        try:
+            keys = parse_encryption_keys(raw_keys) if raw_keys else ()
+        except KeyFormatError as exc:
+            raise SettingsError(str(exc)) from None
         if store != "sqlite" and not keys:
             raise SettingsError(f"TENANTFLOW_ENCRYPTION_KEY: required when TENANTFLOW_STORE={store}")
         ttl_raw = get("TENANTFLOW_CREDENTIAL_CACHE_TTL") or "60"
@@ -122,33 +117,3 @@ class Settings:
 
 def secret_or_none(value: str | None) -> Secret | None:
     return Secret(value) if value else None
-
-
-def decode_key(text: str) -> bytes:
-    padded = text + "=" * (-len(text) % 4)
-    try:
-        raw = base64.b64decode(padded, altchars=b"-_") if ("-" in text or "_" in text) else base64.b64decode(padded)
-    except (binascii.Error, ValueError):
-        raise SettingsError("TENANTFLOW_ENCRYPTION_KEY: a key is not valid base64/base64url") from None
-    if len(raw) != 32:
-        raise SettingsError(f"TENANTFLOW_ENCRYPTION_KEY: a key must be 32 bytes, got {len(raw)}")
-    return raw
-
-
-def parse_encryption_keys(raw: str) -> tuple[EncryptionKey, ...]:
-    """`KEY` or `kid:KEY`, comma-separated; the first is current. A key without an id gets one from its hash."""
-    import hashlib
-
-    keys: list[EncryptionKey] = []
-    for part in (p.strip() for p in raw.split(",")):
-        if not part:
-            continue
-        kid, _, key_text = part.rpartition(":")
-        key = decode_key(key_text)
-        kid = kid or "k" + hashlib.sha256(key).hexdigest()[:8]
-        if any(k.kid == kid for k in keys):
-            raise SettingsError(f"TENANTFLOW_ENCRYPTION_KEY: duplicate key id {kid!r}")
-        keys.append(EncryptionKey(kid, key))
-    if not keys:
-        raise SettingsError("TENANTFLOW_ENCRYPTION_KEY: no key given")
-    return tuple(keys)

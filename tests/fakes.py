@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared.connections.secret import Secret
 from shared.engine.ports import ChatRequest, ChatResult, CredentialSource, EndpointPolicy, ModelPort, StepFailure
 from shared.engine.usage import TokenUsage
+from shared.secret import Secret
 
 
 class FakeModel(ModelPort):

@@ -17,7 +17,7 @@ import re
 import secrets
 from pathlib import Path
 
-from shared.settings import EncryptionKey
+from shared.secret import EncryptionKey
 
 VERSION = "v1"
 NONCE_BYTES = 12
@@ -104,7 +104,7 @@ def dev_key_file_keys(path: Path) -> tuple[EncryptionKey, ...]:
     """Only for the embedded sqlite default without TENANTFLOW_ENCRYPTION_KEY: a random key kept in a local file
     (mode 0600), created on first use. Its key id is derived from the key the same way Settings derives one, so
     the file's content can later be moved into TENANTFLOW_ENCRYPTION_KEY as is and old rows keep opening."""
-    from shared.settings import SettingsError, decode_key
+    from shared.secret import KeyFormatError, decode_key
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ def dev_key_file_keys(path: Path) -> tuple[EncryptionKey, ...]:
     text = path.read_text().strip()
     try:
         key = decode_key(text)
-    except SettingsError:
+    except KeyFormatError:
         raise ValueError(f"{path}: not a 32-byte base64url key; delete it only if no secret was stored with "
                          "it, or set TENANTFLOW_ENCRYPTION_KEY") from None
     if os.name == "posix" and path.stat().st_mode & 0o077:

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from shared.connections.secret import Secret
+from shared.secret import Secret
 
 VAULT_SUFFIXES = ("vault.azure.net", "vault.azure.cn", "vault.usgovcloudapi.net", "vault.microsoftazure.de")
 VAULT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,22}[a-z0-9]$", re.IGNORECASE)

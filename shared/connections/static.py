@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from shared.connections.secret import Secret
 from shared.engine.ports import Connection
+from shared.secret import Secret
 from shared.settings import Settings
 
 ENV_REFERENCE = re.compile(r"\$\{env:(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<fallback>[^}]*))?\}")

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.connections.secret import Secret
 from shared.engine.model import Flow, Step
 from shared.engine.ports import ChatRequest, Connection, CredentialSource, EndpointPolicy, ModelPort, StepFailure
 from shared.engine.templates import TemplateError, as_text, contains_secret, render
 from shared.engine.usage import TokenUsage
 from shared.engine.validator import TYPE_CHECKS
+from shared.secret import Secret
 
 HISTORY_ROLES = ("system", "developer", "user", "assistant")
 

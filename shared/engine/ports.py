@@ -9,8 +9,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from shared.connections.secret import Secret
 from shared.engine.usage import TokenUsage
+from shared.secret import Secret
 
 
 class StepFailure(Exception):

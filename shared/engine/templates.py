@@ -12,7 +12,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
-from shared.connections.secret import Secret, SecretExposureError, secrets_refuse_text
+from shared.secret import Secret, SecretExposureError, secrets_refuse_text
 
 GUARDS = ("default", "d", "defined", "undefined")
 SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)

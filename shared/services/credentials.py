@@ -29,8 +29,8 @@ from shared.connections.keyvault import (
     looks_like_keyvault_reference,
     parse_keyvault_reference,
 )
-from shared.connections.secret import MASK, Secret
 from shared.engine.ports import CredentialSource, EndpointPolicy, StepFailure
+from shared.secret import MASK, Secret
 from shared.storage.models import StoredCredential
 from shared.storage.ports import CredentialStore, TenantStore
 

@@ -16,8 +16,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.connections.secret import Secret
 from shared.engine.errors import FlowError, InputError
+from shared.secret import Secret
 from shared.services.api_messages import ApiRequest, ApiResponse
 from shared.services.catalog import FlowNotFound
 from shared.services.run_queue import QueueNotConfigured, RunQueue

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 
 from shared.connections.encryption import DecryptionError, SecretBox, webhook_aad
-from shared.connections.secret import Secret
+from shared.secret import Secret
 from shared.services.credentials import RotationReport
 from shared.storage.models import ApiKey, Tenant
 from shared.storage.ports import AlreadyExists, NotFound, TenantStore

@@ -19,9 +19,9 @@ async def capture(out: Path, emulator_url: str) -> None:
     from playwright.async_api import async_playwright
 
     from shared.bootstrap import build_services
-    from shared.connections.secret import Secret
     from shared.functions import runtime
     from shared.functions.local_server import serving_in_this_loop
+    from shared.secret import Secret
     from shared.settings import Settings
 
     folder = Path(tempfile.mkdtemp(prefix="tenantflow-screenshot-"))

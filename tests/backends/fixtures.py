@@ -13,7 +13,8 @@ import os
 
 import pytest
 
-from shared.settings import EncryptionKey, Settings
+from shared.secret import EncryptionKey
+from shared.settings import Settings
 from shared.storage.factory import open_stores
 
 BACKENDS = ["sqlite", "postgres", "table"]

@@ -9,7 +9,7 @@ import uuid
 from psycopg import AsyncConnection, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from shared.connections.secret import Secret
+from shared.secret import Secret
 from shared.settings import Settings
 from shared.storage.postgres.database import migrate
 from tests.backends.fixtures import fresh_encryption_keys, require_service

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
-from shared.connections.secret import Secret
+from shared.secret import Secret
 from shared.settings import Settings
 from tests.backends.fixtures import fresh_encryption_keys, require_service
 

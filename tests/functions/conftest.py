@@ -17,9 +17,9 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
 from shared.bootstrap import build_services
-from shared.connections.secret import Secret
 from shared.functions import runtime
 from shared.functions.local_server import registered_functions
+from shared.secret import Secret
 from shared.services.run_queue import StorageRunQueue
 from tests.backends import postgres_backend
 from tests.backends.fixtures import require_service

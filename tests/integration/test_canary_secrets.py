@@ -14,8 +14,8 @@ import secrets
 import sqlite3
 
 from shared.bootstrap import build_services
-from shared.connections.secret import Secret
 from shared.engine.errors import FlowError
+from shared.secret import Secret
 from shared.services.runs import run_to_json
 
 LEAKY_OUTPUT_FLOW = """

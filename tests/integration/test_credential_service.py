@@ -13,10 +13,9 @@ import pytest
 from shared.connections.allowlist import EndpointAllowlist
 from shared.connections.encryption import SecretBox
 from shared.connections.keyvault import SecretResolutionError, SecretResolver
-from shared.connections.secret import Secret
 from shared.engine.ports import StepFailure
+from shared.secret import EncryptionKey, Secret
 from shared.services.credentials import CredentialError, CredentialService
-from shared.settings import EncryptionKey
 from shared.storage.models import Tenant
 from shared.storage.ports import CredentialStore
 

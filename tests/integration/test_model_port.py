@@ -6,9 +6,9 @@ import pytest
 
 from shared.connections.allowlist import EndpointAllowlist
 from shared.connections.openai_model import OpenAIModelPort, retry_delay
-from shared.connections.secret import Secret
 from shared.emulator.server import reply_for
 from shared.engine.ports import ChatRequest, Connection, StepFailure
+from shared.secret import Secret
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import uuid
 import pytest
 
 from shared.connections.encryption import SecretBox, key_id_of
+from shared.secret import EncryptionKey
 from shared.services.tenants import TenantError, TenantService
-from shared.settings import EncryptionKey
 
 OLD = EncryptionKey("old", os.urandom(32))
 NEW = EncryptionKey("new", os.urandom(32))

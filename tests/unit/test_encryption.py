@@ -17,7 +17,7 @@ from shared.connections.encryption import (
     key_id_of,
     webhook_aad,
 )
-from shared.settings import EncryptionKey, parse_encryption_keys
+from shared.secret import EncryptionKey, parse_encryption_keys
 
 PLAINTEXT = b'{"api_key": "sk-very-secret-value"}'
 OLD = EncryptionKey("old", bytes(range(32)))

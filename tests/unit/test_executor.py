@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from shared.connections.secret import Secret
 from shared.engine.executor import FlowExecutor, RunContext
 from shared.engine.inputs import coerce_inputs
 from shared.engine.parser import parse_flow, parse_flow_file
 from shared.engine.ports import Connection, StepFailure
 from shared.engine.validator import validate_flow
+from shared.secret import Secret
 from tests.fakes import AllowAll, FakeCredentials, FakeModel
 
 from .test_flow_corpus import HERE, SHIPPED

@@ -9,11 +9,11 @@ import pickle
 
 import pytest
 
-from shared.connections.secret import MASK, Secret, SecretExposureError, mask_secrets, secrets_refuse_text
 from shared.engine.errors import InputError
 from shared.engine.inputs import coerce_inputs
 from shared.engine.parser import parse_flow
 from shared.engine.usage import TokenUsage
+from shared.secret import MASK, Secret, SecretExposureError, mask_secrets, secrets_refuse_text
 from shared.settings import Settings, SettingsError
 
 KEY = base64.b64encode(bytes(range(32))).decode()

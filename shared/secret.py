@@ -1,10 +1,15 @@
-"""A secret value that never prints: str/repr/format/JSON all give ******."""
+"""Secret values at the bottom of the dependency graph (no imports from the project): `Secret`, which never
+prints (str/repr/format/JSON all give ******), and the parsing of encryption keys."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 MASK = "******"
@@ -76,3 +81,41 @@ def mask_secrets(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [mask_secrets(v) for v in value]
     return value
+
+
+class KeyFormatError(ValueError):
+    """An encryption key is malformed; the message names TENANTFLOW_ENCRYPTION_KEY."""
+
+
+@dataclass(frozen=True)
+class EncryptionKey:
+    kid: str
+    key: bytes = field(repr=False)
+
+
+def decode_key(text: str) -> bytes:
+    padded = text + "=" * (-len(text) % 4)
+    try:
+        raw = base64.b64decode(padded, altchars=b"-_") if ("-" in text or "_" in text) else base64.b64decode(padded)
+    except (binascii.Error, ValueError):
+        raise KeyFormatError("TENANTFLOW_ENCRYPTION_KEY: a key is not valid base64/base64url") from None
+    if len(raw) != 32:
+        raise KeyFormatError(f"TENANTFLOW_ENCRYPTION_KEY: a key must be 32 bytes, got {len(raw)}")
+    return raw
+
+
+def parse_encryption_keys(raw: str) -> tuple[EncryptionKey, ...]:
+    """`KEY` or `kid:KEY`, comma-separated; the first is current. A key without an id gets one from its hash."""
+    keys: list[EncryptionKey] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        kid, _, key_text = part.rpartition(":")
+        key = decode_key(key_text)
+        kid = kid or "k" + hashlib.sha256(key).hexdigest()[:8]
+        if any(k.kid == kid for k in keys):
+            raise KeyFormatError(f"TENANTFLOW_ENCRYPTION_KEY: duplicate key id {kid!r}")
+        keys.append(EncryptionKey(kid, key))
+    if not keys:
+        raise KeyFormatError("TENANTFLOW_ENCRYPTION_KEY: no key given")
+    return tuple(keys)
