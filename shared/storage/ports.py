@@ -39,6 +39,12 @@ class NotFound(StorageError):
     pass
 
 
+class StoreUnavailable(StorageError):
+    """The store cannot be used right now (unreachable, read-only, full, corrupt, locked). The message names the
+    cause in one line and never holds a secret (no DSN, no connection string). Callers answer 503 / retry later;
+    nothing acknowledged may be lost."""
+
+
 class TenantStore(ABC):
     @abstractmethod
     async def add(self, tenant: Tenant) -> None:
