@@ -15,8 +15,10 @@ from pathlib import Path
 
 from shared.bootstrap import build_services
 from shared.emulator.server import running_emulator
+from shared.functions import http as http_functions
+from shared.functions import http_handlers as handlers
+from shared.functions.api_messages import ApiRequest
 from shared.secret import Secret
-from shared.services.api_messages import ApiRequest
 from shared.services.run_queue import StorageRunQueue
 from shared.settings import Settings
 from tests.backends.fixtures import require_service
@@ -52,7 +54,7 @@ async def measure(emulator_url: str) -> dict[str, float]:
             await svc.runs.run("bench", "support-reply", {"ticket": "benchmark ticket"}, "http")
             direct.append(time.perf_counter() - started)
             started = time.perf_counter()
-            response = await svc.http.handle("start_run", request)
+            response = await http_functions.answer(request, handlers.start_run)
             http.append(time.perf_counter() - started)
             assert response.status == 200
             started = time.perf_counter()  # the registered Azure function: HttpRequest in, HttpResponse out

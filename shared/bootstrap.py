@@ -7,16 +7,17 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from shared.clock import Clock, SystemClock
 from shared.connections.allowlist import EndpointAllowlist
+from shared.connections.azure_credential import AppAzureCredential
 from shared.connections.encryption import SecretBox, dev_key_file_keys
 from shared.connections.keyvault import KeyVaultSecretResolver, SecretResolver
-from shared.connections.openai_model import OpenAIModelPort
+from shared.connections.openai_model import ClientCache, OpenAIModelPort
 from shared.connections.static import load_settings_connections
 from shared.engine.executor import FlowExecutor
 from shared.engine.ports import Connection, ModelPort
 from shared.services.catalog import FlowCatalog
 from shared.services.credentials import CredentialService
-from shared.services.http_api import HttpApi
 from shared.services.prices import PriceBook
 from shared.services.queue_worker import QueueWorker
 from shared.services.run_queue import RunQueue, StorageRunQueue, UnconfiguredRunQueue
@@ -43,10 +44,11 @@ class Services:
     credentials: CredentialService
     runs: RunService
     queue: RunQueue
-    http: HttpApi
     queue_worker: QueueWorker
     schedules: ScheduleService
     usage: UsageService
+    clock: Clock
+    azure_credential: AppAzureCredential
 
     async def close(self) -> None:
         for resource in (self.model, self.queue, self.credentials.resolver):
@@ -54,6 +56,7 @@ class Services:
             if closer is not None:
                 await closer()
         await self.stores.close()
+        await self.azure_credential.close()
 
 
 def with_encryption_keys(settings: Settings) -> Settings:
@@ -66,29 +69,34 @@ def with_encryption_keys(settings: Settings) -> Settings:
 
 
 async def build_services(settings: Settings | None = None, *, stores: Stores | None = None,
-                         model: ModelPort | None = None, env: Mapping[str, str] | None = None,
-                         secret_resolver: SecretResolver | None = None, queue: RunQueue | None = None) -> Services:
+                         queue: RunQueue | None = None, clock: Clock | None = None, model: ModelPort | None = None,
+                         env: Mapping[str, str] | None = None,
+                         secret_resolver: SecretResolver | None = None) -> Services:
+    """Raises SettingsError for a bad setting and StoreUnavailable when the store cannot be opened; nothing is
+    kept open then, so a caller may simply try again later."""
     settings = with_encryption_keys(settings or Settings.from_env())
+    clock = clock or SystemClock()
+    azure_credential = AppAzureCredential()  # one for the app; it builds DefaultAzureCredential on first use
     endpoints = EndpointAllowlist(settings.allowed_hosts)
     connections = load_settings_connections(settings, env)
     catalog = FlowCatalog(settings.flows_dir, connections)
     prices = PriceBook.load(settings.prices_file)
     box = SecretBox(settings.encryption_keys)
-    stores = stores or await open_stores(settings)
-    model = model or OpenAIModelPort(endpoints)
-    tenants = TenantService(stores.tenants, box)
+    stores = stores or await open_stores(settings, azure_credential)
+    model = model or OpenAIModelPort(endpoints, ClientCache(token_credential=azure_credential))
+    tenants = TenantService(stores.tenants, box, stores.replay, clock)
     credentials = CredentialService(stores.credentials, stores.tenants, box, endpoints,
-                                    resolver=secret_resolver or KeyVaultSecretResolver(),
+                                    resolver=secret_resolver or KeyVaultSecretResolver(azure_credential),
                                     ttl=settings.credential_cache_ttl)
     if queue is None:
-        queue = (StorageRunQueue(settings.queue_connection.reveal(), settings.run_queue)
+        queue = (StorageRunQueue(settings.queue_connection.reveal(), settings.run_queue, azure_credential)
                  if settings.queue_connection is not None else UnconfiguredRunQueue())
 
     def executor_factory(metered: ModelPort) -> FlowExecutor:
         return FlowExecutor(metered, credentials, endpoints, connections)
 
-    runs = RunService(stores, catalog, model, executor_factory, prices)
+    runs = RunService(stores, catalog, model, executor_factory, prices, now=clock.now, queue=queue)
     usage = UsageService(stores.usage_queries, stores.budgets)
     return Services(settings, stores, catalog, connections, endpoints, model, prices, box, tenants, credentials, runs,
-                    queue, HttpApi(stores, runs, tenants, queue, usage, settings.operator_key), QueueWorker(runs),
-                    ScheduleService(stores.schedules, catalog, runs, queue), usage)
+                    queue, QueueWorker(runs), ScheduleService(stores.schedules, catalog, runs, queue, clock), usage,
+                    clock, azure_credential)

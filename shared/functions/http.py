@@ -1,14 +1,27 @@
-"""HTTP trigger functions (route prefix `api`, see host.json). Each parses the request, calls the plain
-handler in shared.services.http_api and turns its answer into an HttpResponse."""
+"""HTTP trigger functions (route prefix `api`, see host.json). Each turns the HttpRequest into an ApiRequest,
+calls its typed handler in shared.functions.http_handlers and turns the answer into an HttpResponse. Every
+failure becomes problem details: a domain error its status, a store that cannot be used (even while the
+services are first built) 503 with Retry-After, and anything else a logged 500 without details."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
 import azure.functions as func
 
+from shared.functions import http_handlers as handlers
+from shared.functions.api_messages import ApiRequest, ApiResponse
+from shared.functions.problems import ProblemDetails, problem_for
 from shared.functions.runtime import services
-from shared.services.api_messages import ApiRequest, ApiResponse
 
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
+
+Handler = Callable[["Services", ApiRequest], Awaitable[ApiResponse]]
 bp = func.Blueprint()
+log = logging.getLogger(__name__)
 
 
 def to_api(req: func.HttpRequest) -> ApiRequest:
@@ -18,45 +31,57 @@ def to_api(req: func.HttpRequest) -> ApiRequest:
                       route=dict(req.route_params))
 
 
-def to_http(response: ApiResponse) -> func.HttpResponse:
+async def answer(request: ApiRequest, handler: Handler) -> ApiResponse:
+    """Runs one handler, mapping every failure to problem details."""
+    try:
+        return await handler(await services(), request)
+    except ProblemDetails as raised:
+        return raised.response(request.path)
+    except Exception as exc:  # never a traceback to the caller
+        mapped = problem_for(exc)
+        if mapped is None:
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            mapped = ProblemDetails(500, "Internal error", "the request failed; it has been logged")
+        elif mapped.status == 503:
+            log.error("%s %s: %s", request.method, request.path, mapped.detail)
+        return mapped.response(request.path)
+
+
+async def respond(req: func.HttpRequest, handler: Handler) -> func.HttpResponse:
+    response = await answer(to_api(req), handler)
     return func.HttpResponse(body=response.body, status_code=response.status, headers=response.headers)
-
-
-async def call(handler: str, req: func.HttpRequest) -> func.HttpResponse:
-    svc = await services()
-    return to_http(await svc.http.handle(handler, to_api(req)))
 
 
 @bp.route(route="flows/{flow}/runs", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def start_run(req: func.HttpRequest) -> func.HttpResponse:
-    return await call("start_run", req)
+    return await respond(req, handlers.start_run)
 
 
 @bp.route(route="runs/{run_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def get_run(req: func.HttpRequest) -> func.HttpResponse:
-    return await call("get_run", req)
+    return await respond(req, handlers.get_run)
 
 
 @bp.route(route="hooks/{tenant}/{flow}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def webhook(req: func.HttpRequest) -> func.HttpResponse:
-    return await call("webhook", req)
+    return await respond(req, handlers.webhook)
 
 
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: func.HttpRequest) -> func.HttpResponse:
-    return await call("health", req)
+    return await respond(req, handlers.health)
 
 
 @bp.route(route="usage", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def usage(req: func.HttpRequest) -> func.HttpResponse:
-    return await call("usage_report", req)
+    return await respond(req, handlers.usage_report)
 
 
 @bp.route(route="admin/usage", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def admin_usage(req: func.HttpRequest) -> func.HttpResponse:
-    return await call("admin_usage", req)
+    return await respond(req, handlers.admin_usage)
 
 
 @bp.route(route="dashboard", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def dashboard(req: func.HttpRequest) -> func.HttpResponse:
-    return await call("dashboard", req)
+    return await respond(req, handlers.dashboard)

@@ -30,5 +30,7 @@ async def schedules(timer: func.TimerRequest) -> None:
     svc = await services()
     enqueued = await svc.schedules.fire(last=last_firing(timer))
     interrupted = await svc.runs.sweep_interrupted()
-    log.info("schedules: %d runs enqueued, %d stale runs marked interrupted%s", len(enqueued), len(interrupted),
+    resent, undelivered = await svc.runs.sweep_queued()
+    log.info("schedules: %d runs enqueued, %d stale runs marked interrupted, %d queued runs re-sent, %d failed "
+             "undelivered%s", len(enqueued), len(interrupted), len(resent), len(undelivered),
              " (past due)" if timer.past_due else "")

@@ -30,7 +30,6 @@ import binascii
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from shared.engine.errors import FlowError, InputError
@@ -119,7 +118,7 @@ class QueueWorker:
 
     async def in_progress(self, run: RunRecord, dequeue_count: int) -> QueueOutcome:
         started = run.started_at or run.created_at
-        if run.status == "running" and datetime.now(UTC) - started > RUN_TIMEOUT:
+        if run.status == "running" and self.runs.now() - started > RUN_TIMEOUT:
             return QueueOutcome("interrupted", await self.runs.interrupt(run))
         if dequeue_count >= MAX_DEQUEUE_COUNT:
             log.warning("flow-runs message %s: run still %s on the last attempt; leaving it to its own delivery",

@@ -8,6 +8,8 @@ from typing import Any
 
 
 class RunQueue(ABC):
+    configured = True  # False for the stand-in used when no queue is set up
+
     @abstractmethod
     async def send(self, message: dict[str, Any]) -> None:
         """Enqueues one run message: {run_id, tenant, flow, inputs, trigger}."""
@@ -27,6 +29,8 @@ class QueueNotConfigured(RuntimeError):
 class UnconfiguredRunQueue(RunQueue):
     """No queue connection is set (local CLI use): async runs are refused with a clear message."""
 
+    configured = False
+
     async def send(self, message: dict[str, Any]) -> None:
         raise QueueNotConfigured("no queue is configured: set TENANTFLOW_QUEUE_CONNECTION or AzureWebJobsStorage")
 
@@ -35,13 +39,17 @@ class UnconfiguredRunQueue(RunQueue):
 
 
 class StorageRunQueue(RunQueue):
-    """Azure Storage queue (Azurite locally). Messages are base64 text, as the Functions queue trigger expects."""
+    """Azure Storage queue (Azurite locally). Messages are base64 text, as the Functions queue trigger expects.
 
-    def __init__(self, connection: str, queue_name: str) -> None:
+    `connection` is a connection string, or an account's queue URL used with `credential` (the app's one Azure
+    credential, built in bootstrap). A client that failed is dropped and the next call builds a fresh one (and
+    creates the queue again), so the queue recovers by itself after the storage service restarts."""
+
+    def __init__(self, connection: str, queue_name: str, credential: Any = None) -> None:
         self.connection = connection
         self.queue_name = queue_name
+        self.credential = credential
         self.client: Any = None
-        self.credential: Any = None
 
     async def queue(self) -> Any:
         if self.client is None:
@@ -53,9 +61,6 @@ class StorageRunQueue(RunQueue):
             options: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy(), "retry_total": 2,
                                        "initial_backoff": 1, "increment_base": 2, "connection_timeout": 5}
             if self.connection.startswith("https://"):
-                from azure.identity.aio import DefaultAzureCredential
-
-                self.credential = DefaultAzureCredential()
                 client = QueueClient(self.connection, self.queue_name, credential=self.credential, **options)
             else:
                 client = QueueClient.from_connection_string(self.connection, self.queue_name, **options)
@@ -70,14 +75,31 @@ class StorageRunQueue(RunQueue):
         return self.client
 
     async def send(self, message: dict[str, Any]) -> None:
-        await (await self.queue()).send_message(json.dumps(message))
+        client = await self.queue()
+        try:
+            await client.send_message(json.dumps(message))
+        except BaseException:
+            await self.drop(client)
+            raise
 
     async def ping(self) -> None:
-        await (await self.queue()).get_queue_properties()
+        client = await self.queue()
+        try:
+            await client.get_queue_properties()
+        except BaseException:
+            await self.drop(client)
+            raise
+
+    async def drop(self, client: Any) -> None:
+        """Forgets a client that failed (the queue may be gone after a restart of an in-memory emulator)."""
+        if self.client is client:
+            self.client = None
+        try:
+            await client.close()
+        except Exception:  # closing a broken client must not hide the error that broke it
+            pass
 
     async def close(self) -> None:
         if self.client is not None:
             await self.client.close()
             self.client = None
-        if self.credential is not None:
-            await self.credential.close()

@@ -5,6 +5,7 @@ Every trigger (cli, http, webhook, queue, timer) goes through RunService, so eve
 
 from __future__ import annotations
 
+import builtins
 import logging
 import uuid
 from collections.abc import Callable
@@ -20,11 +21,14 @@ from shared.engine.ports import ModelPort
 from shared.services.catalog import FlowCatalog
 from shared.services.metering import MeteredModelPort
 from shared.services.prices import PriceBook
+from shared.services.run_queue import QueueNotConfigured, RunQueue, UnconfiguredRunQueue
 from shared.storage.models import RunRecord, StepRecord, Tenant
 from shared.storage.ports import Stores
 
 log = logging.getLogger(__name__)
 RUN_TIMEOUT = timedelta(minutes=10, seconds=15)  # host.json functionTimeout (10 min) + clock skew
+QUEUED_RESEND_AFTER = timedelta(minutes=2)  # a run `queued` this long may have lost its message: sent again
+QUEUED_GIVE_UP = timedelta(hours=24)  # a run still `queued` this long is failed (its message cannot be sent)
 
 
 class RunRefused(Exception):
@@ -34,6 +38,25 @@ class RunRefused(Exception):
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with another request (other body or flow)."""
+
+
+class QueueUnavailable(Exception):
+    """The run could not be sent to the queue. `kept`: the run stays `queued` (a retry with the same
+    idempotency key sends it again); otherwise it was marked `rejected`. The message never holds a secret."""
+
+    def __init__(self, reason: str, run_id: str, kept: bool) -> None:
+        super().__init__(reason)
+        self.reason, self.run_id, self.kept = reason, run_id, kept
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    run: RunRecord
+    accepted: bool  # True: queued for the worker (answered 202); False: ran now (or an idempotent replay)
 
 
 @dataclass
@@ -50,8 +73,10 @@ def new_run_id() -> str:
 
 class RunService:
     def __init__(self, stores: Stores, catalog: FlowCatalog, model: ModelPort, executor_factory: Callable[
-            [ModelPort], FlowExecutor], prices: PriceBook, now: Callable[[], datetime] | None = None) -> None:
+            [ModelPort], FlowExecutor], prices: PriceBook, now: Callable[[], datetime] | None = None,
+                 queue: RunQueue | None = None) -> None:
         self.stores = stores
+        self.queue = queue or UnconfiguredRunQueue()
         self.catalog = catalog
         self.model = model
         self.executor_factory = executor_factory
@@ -103,6 +128,57 @@ class RunService:
         if not prepared.created or prepared.flow is None:
             return prepared.run
         return await self.execute(prepared.run, prepared.flow, prepared.tenant)
+
+    async def start(self, tenant_id: str, flow_ref: str, inputs: Any, trigger: str, *, wait: bool,
+                    idempotency_key: str | None = None, request_hash: str | None = None) -> StartedRun:
+        """Runs now (`wait`) or records the run `queued` and sends it to the queue. With an idempotency key the
+        run id derives from (tenant, key), so concurrent twins make one run, and a replay answers the stored run
+        (re-sending a run still `queued`, whose message may have been lost). Raises IdempotencyConflict when the
+        key was used with another request, QueueUnavailable when the queue refuses the message, and the
+        refusals of `prepare`."""
+        if idempotency_key:
+            previous = await self.stores.runs.find_by_idempotency_key(tenant_id, idempotency_key)
+            if previous is not None:
+                if previous.request_hash != request_hash or previous.flow_id != flow_ref:
+                    raise IdempotencyConflict("this Idempotency-Key was used with another request")
+                if previous.status == "queued" and not wait:
+                    await self.enqueue(previous, keep_on_failure=True)
+                return StartedRun(previous, accepted=not wait)
+        run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"tenantflow:{tenant_id}:{idempotency_key}").hex \
+            if idempotency_key else None
+        options: dict[str, Any] = {"idempotency_key": idempotency_key, "request_hash": request_hash,
+                                   "run_id": run_id}
+        if wait:
+            run = await self.run(tenant_id, flow_ref, inputs, trigger, **options)
+            if run.request_hash != request_hash:
+                raise IdempotencyConflict("this Idempotency-Key was used with another request")
+            return StartedRun(run, accepted=False)
+        prepared = await self.prepare(tenant_id, flow_ref, inputs, trigger, status="queued", **options)
+        if prepared.run.request_hash != request_hash:
+            raise IdempotencyConflict("this Idempotency-Key was used with another request")
+        if prepared.run.status == "queued":  # new, or a concurrent twin's: the worker dedupes copies
+            await self.enqueue(prepared.run, keep_on_failure=idempotency_key is not None)
+        return StartedRun(prepared.run, accepted=True)
+
+    async def enqueue(self, run: RunRecord, keep_on_failure: bool) -> None:
+        """Sends the run's message. If the queue refuses it, the run stays `queued` when the client can retry
+        with its idempotency key (the retry sends it again); otherwise it is marked `rejected`."""
+        try:
+            await self.queue.send(queue_message(run))
+        except Exception as exc:
+            # the text of a transport error may hold a connection string: only QueueNotConfigured's is shown
+            log.error("run %s could not be enqueued: %s", run.run_id, type(exc).__name__)
+            reason = str(exc) if isinstance(exc, QueueNotConfigured) else "the run queue cannot be reached"
+            if not keep_on_failure and await self.stores.runs.transition(run.tenant_id, run.run_id, ("queued",),
+                                                                         "rejected"):
+                stored = await self.stores.runs.get(run.tenant_id, run.run_id) or run
+                stored.status, stored.error, stored.finished_at = "rejected", reason, self.now()
+                await self.stores.runs.save(stored)
+            raise QueueUnavailable(reason, run.run_id, kept=keep_on_failure) from None
+
+    async def find(self, tenant_id: str, run_id: str) -> RunRecord | None:
+        """The tenant's run; another tenant's run is as unknown as a missing one."""
+        return await self.stores.runs.get(tenant_id, run_id)
 
     async def claim(self, tenant_id: str, run_id: str) -> bool:
         """queued → running; exactly one of many concurrent claimers gets True."""
@@ -177,6 +253,33 @@ class RunService:
         stale = await self.stores.runs.list_stale_running(self.now() - RUN_TIMEOUT, limit)
         return [await self.interrupt(run) for run in stale]
 
+    async def sweep_queued(self, limit: int = 100) -> tuple[builtins.list[RunRecord], builtins.list[RunRecord]]:
+        """Sends again every run `queued` for longer than QUEUED_RESEND_AFTER (its message may have been lost to
+        a queue outage; the worker dedupes copies), and fails those queued longer than QUEUED_GIVE_UP. A run
+        whose message cannot be sent now stays `queued` for the next sweep. Returns (re-sent, failed). Called by
+        the `schedules` timer."""
+        now = self.now()
+        resent: builtins.list[RunRecord] = []
+        failed: builtins.list[RunRecord] = []
+        for run in await self.stores.runs.list_stale_queued(now - QUEUED_RESEND_AFTER, limit):
+            if run.created_at < now - QUEUED_GIVE_UP:
+                if await self.stores.runs.transition(run.tenant_id, run.run_id, ("queued",), "failed"):
+                    run = await self.stores.runs.get(run.tenant_id, run.run_id) or run
+                    run.status, run.finished_at = "failed", now
+                    run.error = (f"not delivered: still queued after {int(QUEUED_GIVE_UP.total_seconds() // 3600)} "
+                                 "hours (the run queue could not take its message)")
+                    run.usage = {**run.usage, "error_code": "not_delivered"}
+                    await self.stores.runs.save(run)
+                    failed.append(run)
+                continue
+            try:
+                await self.queue.send(queue_message(run))
+            except Exception as exc:  # the queue is still down: the next sweep tries again
+                log.error("queued run %s not re-sent: %s", run.run_id, type(exc).__name__)
+                break
+            resent.append(run)
+        return resent, failed
+
     async def reject(self, tenant_id: str, flow_id: str, run_id: str | None, trigger: str, reason: str) -> RunRecord:
         """Records a run that was refused before it started (a malformed message). No model call is made."""
         run = RunRecord(run_id=run_id or new_run_id(), tenant_id=tenant_id, flow_id=flow_id or "?", flow_hash="",
@@ -186,6 +289,12 @@ class RunService:
             existing = await self.stores.runs.get(tenant_id, run.run_id)
             return existing or run
         return run
+
+
+def queue_message(run: RunRecord) -> dict[str, Any]:
+    """The `flow-runs` message of a run."""
+    return {"run_id": run.run_id, "tenant": run.tenant_id, "flow": run.flow_id, "inputs": run.inputs,
+            "trigger": run.trigger}
 
 
 def metered_usage(metered: MeteredModelPort) -> Any:

@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.clock import Clock, SystemClock
 from shared.services.catalog import FlowCatalog
 from shared.services.run_queue import RunQueue
 from shared.services.runs import RunService
@@ -35,11 +36,13 @@ def is_due(cron: str, minute: datetime) -> bool:
 
 
 class ScheduleService:
-    def __init__(self, store: ScheduleStore, catalog: FlowCatalog, runs: RunService, queue: RunQueue) -> None:
+    def __init__(self, store: ScheduleStore, catalog: FlowCatalog, runs: RunService, queue: RunQueue,
+                 clock: Clock | None = None) -> None:
         self.store = store
         self.catalog = catalog
         self.runs = runs
         self.queue = queue
+        self.clock = clock or SystemClock()
 
     async def add(self, tenant_id: str, flow_ref: str, cron: str, inputs: dict[str, Any]) -> Schedule:
         from croniter import croniter
@@ -70,7 +73,7 @@ class ScheduleService:
         """Enqueues every schedule due this minute — and, when the previous firing (`last`) was missed, the
         minutes since it, up to CATCH_UP; returns the ids of the runs sent to the queue. A second firing for the
         same minute re-sends the runs still `queued` (the worker dedupes them), and no more."""
-        minute = (now or datetime.now(UTC)).astimezone(UTC).replace(second=0, microsecond=0)
+        minute = (now or self.clock.now()).astimezone(UTC).replace(second=0, microsecond=0)
         first = minute
         if last is not None:
             last = last if last.tzinfo else last.replace(tzinfo=UTC)

@@ -12,12 +12,14 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
+from shared.clock import Clock, SystemClock
 from shared.connections.encryption import DecryptionError, SecretBox, webhook_aad
 from shared.secret import Secret
 from shared.services.credentials import RotationReport
 from shared.storage.models import ApiKey, Tenant
-from shared.storage.ports import AlreadyExists, NotFound, TenantStore
+from shared.storage.ports import AlreadyExists, NotFound, ReplayGuard, TenantStore
 
 TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 KEY_ID = re.compile(r"^[0-9a-f]{12}$")
@@ -25,10 +27,15 @@ API_KEY = re.compile(r"^tf_(?P<key_id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{20,
 MAX_API_KEY_LENGTH = 200
 MAX_NAME_LENGTH = 200
 KEY_ID_ATTEMPTS = 5
+WEBHOOK_TOLERANCE = 300  # seconds a webhook signature's stamp may be away from now
 
 
 class TenantError(Exception):
     """A tenant operation cannot be done; one line, never a secret."""
+
+
+class WebhookRefused(Exception):
+    """A webhook signature that does not prove the tenant: forged, stale, replayed, or for an unknown tenant."""
 
 
 @dataclass(frozen=True)
@@ -51,9 +58,12 @@ def check_tenant_id(tenant_id: str) -> str:
 
 
 class TenantService:
-    def __init__(self, store: TenantStore, box: SecretBox) -> None:
+    def __init__(self, store: TenantStore, box: SecretBox, replay: ReplayGuard | None = None,
+                 clock: Clock | None = None) -> None:
         self.store = store
         self.box = box
+        self.replay = replay
+        self.clock = clock or SystemClock()
 
     async def add(self, tenant_id: str, name: str | None = None) -> NewTenant:
         check_tenant_id(tenant_id)
@@ -133,6 +143,25 @@ class TenantService:
         return await self.store.get(stored.tenant_id)
 
     # --- webhook signing secret -------------------------------------------------------------------------------
+    async def verify_webhook(self, tenant_id: str, stamp: str, signature: str, body: bytes) -> Tenant:
+        """The tenant whose secret signed `<stamp>.<body>` (HMAC-SHA256, hex; `stamp` in unix seconds), within
+        ±WEBHOOK_TOLERANCE of now and used once. Raises WebhookRefused. Suspension is the caller's decision."""
+        if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12) or not signature:
+            raise WebhookRefused("missing or malformed x-tenantflow-signature (t=<unix seconds>,v1=<hex>)")
+        if abs(self.clock.now().timestamp() - int(stamp)) > WEBHOOK_TOLERANCE:
+            raise WebhookRefused(f"webhook signature timestamp is outside the ±{WEBHOOK_TOLERANCE} s window")
+        tenant = await self.store.get(tenant_id)
+        if tenant is None:
+            raise WebhookRefused("invalid webhook signature")
+        secret = await self.webhook_secret(tenant_id)
+        expected = hmac.new(secret.reveal().encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, signature.lower()):
+            raise WebhookRefused("invalid webhook signature")
+        expires = datetime.fromtimestamp(int(stamp), UTC) + timedelta(seconds=WEBHOOK_TOLERANCE)
+        if self.replay is not None and not await self.replay.first_use(tenant_id, signature.lower(), expires):
+            raise WebhookRefused("webhook signature already used (replay)")
+        return tenant
+
     async def webhook_secret(self, tenant_id: str) -> Secret:
         tenant = await self.require(tenant_id)
         if tenant.webhook_secret_blob is None:

@@ -136,6 +136,11 @@ class RunStore(ABC):
     async def list_stale_running(self, started_before: datetime, limit: int = 100) -> builtins.list[RunRecord]:
         """Across all tenants (operator work): runs still `running` that started before `started_before`."""
 
+    @abstractmethod
+    async def list_stale_queued(self, created_before: datetime, limit: int = 100) -> builtins.list[RunRecord]:
+        """Across all tenants (operator work): runs still `queued` that were created before `created_before`,
+        oldest first (their message may have been lost: the sweep sends them again)."""
+
 
 class UsageLedger(ABC):
     """Write path of usage."""

@@ -115,16 +115,16 @@ async def test_health_reports_store_and_queue_without_secrets(app):
     response = await app.http("health", "GET", "health")
     report = body(response)
     assert response.status_code == 200
-    assert report["status"] == "ok" and report["store"] == {"ok": True, "backend": "postgres"}
-    assert report["queue"] == {"ok": True}
+    assert report["status"] == "ok" and report["components"]["store"] == {"status": "ok", "backend": "postgres"}
+    assert report["components"]["queue"] == {"status": "ok"}
     assert "AccountKey" not in response.get_body().decode() and "postgresql://" not in response.get_body().decode()
 
 
 async def test_async_run_when_the_queue_is_down_is_503_and_a_retry_with_the_key_sends_it(app):
     key = await app.tenant("contoso")
-    working = app.svc.http.queue
+    working = app.svc.queue
     down = DownQueue()
-    app.svc.http.queue = down
+    app.svc.queue = app.svc.runs.queue = down
     headers = {"x-api-key": key, "idempotency-key": "order-7"}
     try:
         plain = await app.http("start_run", "POST", "flows/support-reply/runs", TICKET, {"x-api-key": key},
@@ -133,8 +133,9 @@ async def test_async_run_when_the_queue_is_down_is_503_and_a_retry_with_the_key_
                                params={"wait": "false"}, route={"flow": "support-reply"})
         health = await app.http("health", "GET", "health")
     finally:
-        app.svc.http.queue = working
-    assert health.status_code == 503 and body(health)["queue"] == {"ok": False, "error": "ConnectionError"}
+        app.svc.queue = app.svc.runs.queue = working
+    assert health.status_code == 503 and health.headers["retry-after"]
+    assert body(health)["components"]["queue"] == {"status": "down", "error": "ConnectionError"}
     assert "AccountKey" not in health.get_body().decode()
     assert plain.status_code == keyed.status_code == 503 and down.attempts == 2
     assert "AccountKey" not in plain.get_body().decode() and plain.headers["retry-after"]

@@ -45,7 +45,8 @@ def test_the_worker_finds_every_function_with_its_bindings():
     }
     assert all(b["authLevel"] == "ANONYMOUS" for b in http.values())  # identity comes from API keys / signatures
     (queue,) = [b for bindings in functions.values() for b in bindings if b["type"] == "queueTrigger"]
-    assert (queue["queueName"], queue["connection"]) == ("flow-runs", "AzureWebJobsStorage")
+    # the app setting the sender uses too (default flow-runs): sender and listener cannot diverge
+    assert (queue["queueName"], queue["connection"]) == ("%TENANTFLOW_RUN_QUEUE%", "AzureWebJobsStorage")
     (timer,) = [b for bindings in functions.values() for b in bindings if b["type"] == "timerTrigger"]
     assert timer["schedule"] == "0 * * * * *" and timer["name"] == "timer"
     assert set(functions) == {"start_run", "get_run", "webhook", "health", "usage", "admin_usage", "dashboard",

@@ -214,6 +214,13 @@ class PostgresRunStore(RunStore):
                 (time_text(started_before), limit))).fetchall()
         return [run_from_document(row["document"]) for row in found]
 
+    async def list_stale_queued(self, created_before: datetime, limit: int = 100) -> builtins.list[RunRecord]:
+        async with self.db.transaction(operator=True) as c:
+            found = await (await c.execute(
+                "SELECT document FROM runs WHERE status = 'queued' AND created_at < %s ORDER BY created_at LIMIT %s",
+                (created_before, limit))).fetchall()
+        return [run_from_document(row["document"]) for row in found]
+
 
 USAGE_COLUMNS = ("tenant_id", "run_id", "step_id", "iteration", "attempt", "flow_id", "model", "endpoint_host",
                  "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens", "cost",

@@ -228,6 +228,10 @@ class SqliteRunStore(RunStore):
         found = await self.db.run(lambda c: rows(c, "SELECT document FROM runs WHERE status = 'running'"))
         return stale_runs((run_from_document(json.loads(r["document"])) for r in found), started_before, limit)
 
+    async def list_stale_queued(self, created_before: datetime, limit: int = 100) -> builtins.list[RunRecord]:
+        found = await self.db.run(lambda c: rows(c, "SELECT document FROM runs WHERE status = 'queued'"))
+        return stale_runs((run_from_document(json.loads(r["document"])) for r in found), created_before, limit)
+
 
 class SqliteUsageLedger(UsageLedger):
     def __init__(self, db: SqliteDatabase) -> None:

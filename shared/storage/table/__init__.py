@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from shared.settings import Settings
 from shared.storage.ports import Stores
 
 
-async def open_table_stores(settings: Settings) -> Stores:
+async def open_table_stores(settings: Settings, credential: Any = None) -> Stores:
     from shared.storage.table.client import TableClients
     from shared.storage.table.stores import (
         TableBudgetStore,
@@ -21,7 +23,7 @@ async def open_table_stores(settings: Settings) -> Stores:
     )
 
     assert settings.table_connection is not None  # Settings.from_env guarantees it for this store
-    tables = TableClients(settings.table_connection.reveal(), settings.table_prefix)
+    tables = TableClients(settings.table_connection.reveal(), settings.table_prefix, credential)
     await tables.open()
     return Stores(
         backend="table",

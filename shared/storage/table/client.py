@@ -35,20 +35,19 @@ def get_json(entity: Any, name: str) -> Any:
 
 
 class TableClients:
-    def __init__(self, connection: str, prefix: str) -> None:
+    def __init__(self, connection: str, prefix: str, credential: Any = None) -> None:
+        """`connection`: a connection string, or an account URL used with `credential` (the app's one Azure
+        credential, injected by bootstrap; it is not closed here)."""
         self.connection = connection
         self.prefix = "".join(c for c in prefix if c.isalnum())
         self.service: Any = None
-        self.credential: Any = None
+        self.credential = credential
         self.tables: dict[str, Any] = {}
 
     async def open(self) -> None:
         from azure.data.tables.aio import TableServiceClient
 
         if self.connection.startswith("https://"):
-            from azure.identity.aio import DefaultAzureCredential
-
-            self.credential = DefaultAzureCredential()
             self.service = TableServiceClient(endpoint=self.connection, credential=self.credential)
         else:
             self.service = TableServiceClient.from_connection_string(self.connection)
@@ -63,5 +62,3 @@ class TableClients:
             await table.close()
         if self.service is not None:
             await self.service.close()
-        if self.credential is not None:
-            await self.credential.close()

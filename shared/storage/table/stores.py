@@ -280,6 +280,10 @@ class TableRunStore(RunStore):
         found = await query(self.tables["runs"], "status eq 'running'")
         return stale_runs((run_from_document(get_json(e, "document")) for e in found), started_before, limit)
 
+    async def list_stale_queued(self, created_before: datetime, limit: int = 100) -> builtins.list[RunRecord]:
+        found = await query(self.tables["runs"], "status eq 'queued'")
+        return stale_runs((run_from_document(get_json(e, "document")) for e in found), created_before, limit)
+
 
 def usage_entity(r: UsageRecord) -> dict[str, Any]:
     return {"PartitionKey": key(r.tenant_id), "RowKey": key(r.key), "tenant_id": r.tenant_id, "run_id": r.run_id,

@@ -1,0 +1,182 @@
+"""The HTTP API's handlers: ApiRequest in, ApiResponse out. Each parses what HTTP carries (headers, query, JSON
+body), calls a service with domain values, and shapes its answer; errors become problem details (see
+shared.functions.problems). Heavy modules are imported inside the handlers: the blueprint imports this module
+when the host indexes the app."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from shared.functions.api_messages import ApiRequest, ApiResponse
+from shared.functions.http_auth import caller, is_operator, require_operator, webhook_tenant
+from shared.functions.problems import ProblemDetails
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
+    from shared.services.usage import UsageQuery
+    from shared.storage.models import RunRecord
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_IDEMPOTENCY_KEY = 200
+USAGE_GROUPS = ("day", "model", "flow")
+
+
+def parse_json(request: ApiRequest) -> Any:
+    if len(request.body) > MAX_BODY_BYTES:
+        raise ProblemDetails(413, "Payload too large", f"the body is over {MAX_BODY_BYTES} bytes")
+    if not request.body.strip():
+        return {}
+    try:
+        return json.loads(request.body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProblemDetails(400, "Bad JSON",
+                             f"the body is not valid JSON: {getattr(exc, 'msg', 'not UTF-8')}") from None
+
+
+def run_inputs(request: ApiRequest) -> dict[str, Any]:
+    """The `inputs` object of a run request body `{"inputs": {…}}`."""
+    body = parse_json(request)
+    if not isinstance(body, dict):
+        raise ProblemDetails(422, "Invalid request", "the body must be a JSON object like {\"inputs\": {…}}",
+                             errors=[{"field": "body", "message": "must be an object"}])
+    unknown = sorted(set(body) - {"inputs"})
+    if unknown:
+        raise ProblemDetails(422, "Invalid request", f"unknown field {unknown[0]!r}",
+                             errors=[{"field": name, "message": "unknown field"} for name in unknown])
+    inputs = body.get("inputs", {})
+    if not isinstance(inputs, dict):
+        raise ProblemDetails(422, "Invalid input", "inputs must be an object",
+                             errors=[{"field": "inputs", "message": "must be an object"}])
+    return inputs
+
+
+def run_response(run: RunRecord, accepted: bool = False) -> ApiResponse:
+    from shared.services.runs import run_to_json
+
+    location = {"location": f"/api/runs/{run.run_id}"}
+    if accepted:
+        return ApiResponse.json(202, run_to_json(run), location)
+    if run.usage.get("error_code") == "budget_exceeded":
+        details = run.usage.get("error_details") or {}
+        problem = ProblemDetails(429, "Budget exceeded", run.error or "budget exceeded", kind="budget-exceeded",
+                                 limit=details.get("limit"), used=details.get("used"), reset=details.get("reset"),
+                                 run=run_to_json(run))
+        return problem.response(location["location"])
+    return ApiResponse.json(200, run_to_json(run), location)
+
+
+async def start_run(svc: Services, request: ApiRequest) -> ApiResponse:
+    """POST /api/flows/{flow}/runs — sync by default; `?wait=false` queues the run (202 + Location)."""
+    tenant = await caller(svc, request)
+    inputs = run_inputs(request)
+    wait = request.query.get("wait", "true").lower() not in ("false", "0", "no")
+    key = request.header("idempotency-key")
+    if key and len(key) > MAX_IDEMPOTENCY_KEY:
+        raise ProblemDetails(400, "Bad request", f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters")
+    started = await svc.runs.start(tenant.id, request.route.get("flow", ""), inputs, "http", wait=wait,
+                                   idempotency_key=key or None, request_hash=hashlib.sha256(request.body).hexdigest())
+    return run_response(started.run, accepted=started.accepted)
+
+
+async def get_run(svc: Services, request: ApiRequest) -> ApiResponse:
+    """GET /api/runs/{run_id} — the caller's run; another tenant's is as unknown as a missing one."""
+    from shared.services.runs import run_to_json
+
+    tenant = await caller(svc, request)
+    run = await svc.runs.find(tenant.id, request.route.get("run_id", ""))
+    if run is None:
+        raise ProblemDetails(404, "Not found", "no such run")
+    return ApiResponse.json(200, run_to_json(run))
+
+
+async def webhook(svc: Services, request: ApiRequest) -> ApiResponse:
+    """POST /api/hooks/{tenant}/{flow} — signed; the whole JSON body is the flow input `payload`."""
+    if len(request.body) > MAX_BODY_BYTES:
+        raise ProblemDetails(413, "Payload too large", f"the body is over {MAX_BODY_BYTES} bytes")
+    tenant = await webhook_tenant(svc, request, request.route.get("tenant", ""))
+    payload = parse_json(request)
+    started = await svc.runs.start(tenant.id, request.route.get("flow", ""), {"payload": payload}, "webhook",
+                                   wait=True)
+    return run_response(started.run)
+
+
+async def usage_report(svc: Services, request: ApiRequest) -> ApiResponse:
+    """GET /api/usage — the caller's tenant; from, to, group_by=day|model|flow, format=json|csv."""
+    tenant = await caller(svc, request)
+    query = usage_query(request, tenant.id, USAGE_GROUPS)
+    return summary_response(await svc.usage.summary(query), request)
+
+
+async def admin_usage(svc: Services, request: ApiRequest) -> ApiResponse:
+    """GET /api/admin/usage — the operator's view of every tenant (or ?tenant=); group_by may be tenant."""
+    from shared.storage.ports import GROUP_KEYS
+
+    require_operator(svc, request)
+    query = usage_query(request, request.query.get("tenant") or None, GROUP_KEYS)
+    return summary_response(await svc.usage.summary(query), request)
+
+
+async def dashboard(svc: Services, request: ApiRequest) -> ApiResponse:
+    """GET /api/dashboard — HTML for the caller's tenant (x-api-key), or for the operator (x-operator-key):
+    all tenants, or one with ?tenant=. Period: ?from=&to= (default: this calendar month)."""
+    from shared.storage.ports import GROUP_KEYS
+    from shared.web.dashboard import render_dashboard
+
+    operator = is_operator(svc, request)
+    tenant_id = request.query.get("tenant") or None if operator else (await caller(svc, request)).id
+    today = datetime.now(UTC).date()
+    query = usage_query(request, tenant_id, GROUP_KEYS, default_from=today.replace(day=1).isoformat(),
+                        default_to=today.isoformat())
+    assert query.start is not None and query.end is not None
+    keys = ["model", "flow"] + (["tenant"] if operator and tenant_id is None else [])
+    summaries = {key: await svc.usage.summary(dataclasses.replace(query, group_by=key)) for key in ["day", *keys]}
+    budget = await svc.usage.budget_status(tenant_id) if tenant_id else None
+    html = render_dashboard(
+        title=f"Usage of {tenant_id}" if tenant_id else "Usage of all tenants (operator)",
+        start=query.start, end=query.end, totals=summaries["day"]["totals"], by_day=summaries["day"]["rows"],
+        tables=[(key, summaries[key]["rows"]) for key in keys], budget=budget,
+        export_query={k: v for k, v in (("from", query.start.isoformat()), ("to", query.end.isoformat()),
+                                        ("tenant", tenant_id if operator and tenant_id else "")) if v},
+        export_path="/api/admin/usage" if operator else "/api/usage")
+    return ApiResponse(200, html.encode(), {"content-type": "text/html; charset=utf-8", "cache-control": "no-store"})
+
+
+def usage_query(request: ApiRequest, tenant_id: str | None, allowed: tuple[str, ...],
+                default_from: str | None = None, default_to: str | None = None) -> UsageQuery:
+    """Raises UsageQueryError (422, naming the field)."""
+    from shared.services.usage import UsageQuery
+
+    return UsageQuery.parse(tenant_id, request.query.get("from") or default_from,
+                            request.query.get("to") or default_to, request.query.get("group_by"), allowed)
+
+
+def summary_response(summary: dict[str, Any], request: ApiRequest) -> ApiResponse:
+    from shared.services.usage import to_csv
+
+    fmt = request.query.get("format", "json")
+    if fmt == "csv":
+        return ApiResponse(200, to_csv(summary).encode(), {"content-type": "text/csv; charset=utf-8"})
+    if fmt != "json":
+        raise ProblemDetails(422, "Invalid query", "format must be json or csv",
+                             errors=[{"field": "format", "message": "must be json or csv"}])
+    return ApiResponse.json(200, summary)
+
+
+async def health(svc: Services, request: ApiRequest) -> ApiResponse:
+    """GET /api/health — each component `ok`, `down` or `not_configured`; 503 (problem details, Retry-After) only
+    when a configured component is down."""
+    from shared.functions.problems import STORE_RETRY_AFTER
+    from shared.services.health import check_health
+
+    report = await check_health(svc.stores, svc.queue)
+    components = {name: {k: v for k, v in dataclasses.asdict(c).items() if v is not None}
+                  for name, c in report.components.items()}
+    if report.healthy:
+        return ApiResponse.json(200, {"status": "ok", "components": components})
+    down = ", ".join(name for name, c in report.components.items() if c.status == "down")
+    raise ProblemDetails(503, "Unhealthy", f"down: {down}", headers={"retry-after": STORE_RETRY_AFTER},
+                         components=components)
