@@ -1,4 +1,5 @@
-"""Backend fixtures: `store_settings` / `stores` are parametrized over every storage backend.
+"""Backend fixtures: `store_settings` is parametrized over every storage backend, `stores` over every backend and
+the in-memory fakes.
 
 Each backend module `tests/backends/<name>_backend.py` provisions a fresh, isolated store against the real
 server (`provision(tmp_path) -> Settings`) and removes it (`dispose(settings)`). PostgreSQL and Azurite are
@@ -18,6 +19,7 @@ from shared.settings import Settings
 from shared.storage.factory import open_stores
 
 BACKENDS = ["sqlite", "postgres", "table"]
+STORE_BACKENDS = [*BACKENDS, "memory"]  # the contract suites also hold the in-memory fakes (tests/memory) to them
 
 
 def fresh_encryption_keys() -> tuple[EncryptionKey, ...]:
@@ -56,8 +58,16 @@ async def store_settings(request, tmp_path):
     await module.dispose(settings)
 
 
-@pytest.fixture
-async def stores(store_settings):
-    opened = await open_stores(store_settings)
+@pytest.fixture(params=STORE_BACKENDS, ids=STORE_BACKENDS)
+async def stores(request, tmp_path):
+    if request.param == "memory":
+        from tests.memory.stores import memory_stores
+
+        yield memory_stores()[0]
+        return
+    module = importlib.import_module(f"tests.backends.{request.param}_backend")
+    settings = await module.provision(tmp_path)
+    opened = await open_stores(settings)
     yield opened
     await opened.close()
+    await module.dispose(settings)

@@ -84,3 +84,24 @@ async def test_stale_running_runs_are_listed_across_tenants(stores):
              if r.tenant_id in ("ta-stale", "tb-stale")]
     assert found == [old_a.run_id, old_b.run_id]
     assert len(await stores.runs.list_stale_running(now - timedelta(minutes=15), limit=1)) == 1
+
+
+async def test_stale_queued_runs_are_listed_across_tenants_oldest_first(stores):
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    old_a = new_run("ta-queued", created_at=now - timedelta(minutes=30))
+    old_b = new_run("tb-queued", created_at=now - timedelta(minutes=20))
+    fresh = new_run("ta-queued", created_at=now - timedelta(seconds=5))
+    running = new_run("ta-queued", status="running", created_at=now - timedelta(hours=1),
+                      started_at=now - timedelta(hours=1))
+    for run in (old_b, old_a, fresh, running):
+        await stores.runs.create(run)
+    found = [r.run_id for r in await stores.runs.list_stale_queued(now - timedelta(minutes=15))
+             if r.tenant_id in ("ta-queued", "tb-queued")]
+    assert found == [old_a.run_id, old_b.run_id]
+    assert len(await stores.runs.list_stale_queued(now - timedelta(minutes=15), limit=1)) == 1
+    assert await stores.runs.transition("ta-queued", old_a.run_id, ("queued",), "running")
+    after = [r.run_id for r in await stores.runs.list_stale_queued(now - timedelta(minutes=15))
+             if r.tenant_id in ("ta-queued", "tb-queued")]
+    assert after == [old_b.run_id]
