@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.engine.ports import ChatRequest, ChatResult, CredentialSource, EndpointPolicy, ModelPort, StepFailure
@@ -49,3 +50,20 @@ class AllowAll(EndpointPolicy):
         if "blocked" in endpoint:
             raise StepFailure(f"endpoint {endpoint} is not allowed", "endpoint_refused")
         return endpoint.rstrip("/")
+
+
+class ManualClock:
+    """A Clock (shared.clock) that tests set: it tells the real time until `set`, then the time it was given,
+    moved only by `advance`."""
+
+    def __init__(self, moment: datetime | None = None) -> None:
+        self.moment = moment
+
+    def now(self) -> datetime:
+        return self.moment if self.moment is not None else datetime.now(UTC)
+
+    def set(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def advance(self, **delta: float) -> None:
+        self.moment = self.now() + timedelta(**delta)

@@ -23,13 +23,15 @@ from shared.secret import Secret
 from shared.services.run_queue import StorageRunQueue
 from tests.backends import postgres_backend
 from tests.backends.fixtures import require_service
+from tests.fakes import ManualClock
 
 FUNCTIONS = {f.get_function_name(): f for f in registered_functions()}
 
 
 class AppHarness:
-    def __init__(self, svc: Any, emulator: Any, queue_name: str) -> None:
+    def __init__(self, svc: Any, emulator: Any, queue_name: str, clock: ManualClock) -> None:
         self.svc = svc
+        self.clock = clock
         self.emulator = emulator
         self.queue_name = queue_name
         self.functions = {name: f.get_user_function() for name, f in FUNCTIONS.items()}
@@ -80,9 +82,10 @@ async def harness_for(settings: Any, emulator: Any):
     settings = dataclasses.replace(settings, allowed_hosts=("127.0.0.1",), default_endpoint=emulator.base_url,
                                    queue_connection=Secret(connection), run_queue=queue_name)
     queue = StorageRunQueue(connection, queue_name)
-    svc = await build_services(settings, queue=queue)
+    clock = ManualClock()
+    svc = await build_services(settings, queue=queue, clock=clock)
     runtime.use(svc)
-    harness = AppHarness(svc, emulator, queue_name)
+    harness = AppHarness(svc, emulator, queue_name, clock)
     return harness, svc, queue
 
 

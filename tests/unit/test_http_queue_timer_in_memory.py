@@ -1,0 +1,178 @@
+"""HTTP, queue and timer behaviour in fast unit tests: the registered functions over in-memory stores and run
+queue, a fake model, and a clock the test sets. No server, no sleep."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta
+
+import azure.functions as func
+import pytest
+from azure.functions.timer import TimerRequest
+
+from shared.bootstrap import build_services
+from shared.functions import runtime
+from shared.functions.local_server import registered_functions
+from shared.secret import Secret
+from shared.services.runs import QUEUED_GIVE_UP, QUEUED_RESEND_AFTER
+from shared.settings import Settings
+from shared.storage.ports import StoreUnavailable
+from tests.backends.fixtures import fresh_encryption_keys
+from tests.fakes import FakeModel, ManualClock
+from tests.memory.stores import InMemoryRunQueue, memory_stores
+
+FUNCTIONS = {f.get_function_name(): f.get_user_function() for f in registered_functions()}
+TICKET = {"inputs": {"ticket": "My invoice is wrong"}}
+ENDPOINT = "http://127.0.0.1:9"  # never called: the fake model answers
+
+
+class App:
+    def __init__(self, svc, state, queue, clock, model) -> None:
+        self.svc, self.state, self.queue, self.clock, self.model = svc, state, queue, clock, model
+
+    async def http(self, name: str, method: str, path: str, body=b"", headers=None, params=None, route=None):
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = func.HttpRequest(method=method, url=f"http://localhost/api/{path}", headers=headers or {},
+                                   params=params or {}, route_params=route or {}, body=raw)
+        return await FUNCTIONS[name](request)
+
+    async def start(self, key: str, wait: bool = True, idempotency_key: str | None = None):
+        headers = {"x-api-key": key, **({"idempotency-key": idempotency_key} if idempotency_key else {})}
+        return await self.http("start_run", "POST", "flows/support-reply/runs", TICKET, headers,
+                               params={} if wait else {"wait": "false"}, route={"flow": "support-reply"})
+
+    async def tenant(self, tenant_id: str) -> str:
+        created = await self.svc.tenants.add(tenant_id)
+        await self.svc.credentials.set(tenant_id, "foundry", "azure_openai", endpoint=ENDPOINT, api_key=Secret("k"))
+        return created.api_key.reveal()
+
+
+def base_settings(tmp_path) -> Settings:
+    return dataclasses.replace(Settings.from_env({}), sqlite_path=tmp_path / "unused.db", allowed_hosts=("127.0.0.1",),
+                               encryption_keys=fresh_encryption_keys())
+
+
+@pytest.fixture
+async def app(tmp_path):
+    clock = ManualClock(datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC))
+    stores, state = memory_stores(clock)
+    queue, model = InMemoryRunQueue(), FakeModel()
+    svc = await build_services(base_settings(tmp_path), stores=stores, queue=queue, clock=clock, model=model)
+    runtime.use(svc)
+    yield App(svc, state, queue, clock, model)
+    runtime.use(None)
+    await svc.close()
+
+
+def body(response):
+    return json.loads(response.get_body())
+
+
+async def test_a_sync_run_answers_the_run_object_and_a_queued_run_is_sent(app):
+    key = await app.tenant("contoso")
+    ran = await app.start(key)
+    assert ran.status_code == 200 and body(ran)["status"] == "succeeded"
+    assert body(ran)["outputs"]["reply"] == "re: My invoice is wrong" and len(app.model.requests) == 1
+    queued = await app.start(key, wait=False)
+    assert queued.status_code == 202 and queued.headers["location"] == f"/api/runs/{body(queued)['run_id']}"
+    assert [m["run_id"] for m in app.queue.receive()] == [body(queued)["run_id"]]
+
+
+async def test_health_reports_each_component(app):
+    healthy = await app.http("health", "GET", "health")
+    assert healthy.status_code == 200
+    assert body(healthy) == {"status": "ok", "components": {"store": {"status": "ok", "backend": "memory"},
+                                                            "queue": {"status": "ok"}}}
+    app.queue.down = True
+    down = await app.http("health", "GET", "health")
+    assert down.status_code == 503 and down.headers["retry-after"] == "5"
+    assert down.headers["content-type"] == "application/problem+json"
+    assert body(down)["components"]["queue"] == {"status": "down", "error": "ConnectionError"}
+
+
+async def test_a_store_that_is_down_answers_503_problem_details_everywhere(app):
+    key = await app.tenant("contoso")
+    app.state.unavailable = "SQLite /data/tenantflow.db: disk full"
+    for name, method, path, route in (("start_run", "POST", "flows/support-reply/runs", {"flow": "support-reply"}),
+                                      ("get_run", "GET", "runs/r1", {"run_id": "r1"}),
+                                      ("usage", "GET", "usage", {}), ("dashboard", "GET", "dashboard", {})):
+        response = await app.http(name, method, path, TICKET if method == "POST" else b"", {"x-api-key": key},
+                                  route=route)
+        problem = body(response)
+        assert response.status_code == 503 == problem["status"], (name, problem)
+        assert response.headers["retry-after"] == "5" and response.headers["content-type"] == "application/problem+json"
+        assert problem["detail"] == "SQLite /data/tenantflow.db: disk full; retry later"
+    health = await app.http("health", "GET", "health")
+    assert health.status_code == 503 and body(health)["components"]["store"]["status"] == "down"
+    app.state.unavailable = None
+    assert (await app.start(key)).status_code == 200
+
+
+async def test_the_queue_worker_leaves_the_message_when_the_store_is_down(app):
+    from azure.functions.queue import QueueMessage
+
+    await app.tenant("contoso")
+    message = json.dumps({"run_id": "r-store-down", "tenant": "contoso", "flow": "support-reply",
+                          "inputs": {"ticket": "later"}})
+    app.state.unavailable = "PostgreSQL: connection refused to 127.0.0.1:5432"
+    with pytest.raises(StoreUnavailable):  # raised: the host delivers the message again
+        await FUNCTIONS["flow_runs"](QueueMessage(id="m1", body=message, dequeue_count=1))
+    app.state.unavailable = None
+    await FUNCTIONS["flow_runs"](QueueMessage(id="m1", body=message, dequeue_count=2))
+    assert (await app.svc.stores.runs.get("contoso", "r-store-down")).status == "succeeded"
+
+
+async def test_runs_left_queued_are_sent_again_by_the_sweep_and_failed_when_too_old(app):
+    key = await app.tenant("contoso")
+    app.queue.down = True
+    refused = await app.start(key, wait=False, idempotency_key="order-1")  # kept queued for a retry
+    assert refused.status_code == 503 and refused.headers["retry-after"]
+    kept = body(refused)["run_id"]
+    assert (await app.svc.stores.runs.get("contoso", kept)).status == "queued"
+    app.clock.advance(seconds=QUEUED_RESEND_AFTER.total_seconds() + 1)
+    await FUNCTIONS["schedules"](TimerRequest())  # the queue is still down: the run stays queued
+    assert app.queue.receive() == [] and (await app.svc.stores.runs.get("contoso", kept)).status == "queued"
+    app.queue.down = False
+    await FUNCTIONS["schedules"](TimerRequest())
+    assert [m["run_id"] for m in app.queue.receive()] == [kept]
+    app.queue.down = True
+    app.clock.advance(seconds=QUEUED_GIVE_UP.total_seconds())
+    await FUNCTIONS["schedules"](TimerRequest())
+    failed = await app.svc.stores.runs.get("contoso", kept)
+    assert failed.status == "failed" and failed.error.startswith("not delivered")
+
+
+async def test_the_timer_fires_each_due_schedule_once_per_minute_of_the_injected_clock(app):
+    await app.tenant("contoso")
+    every = await app.svc.schedules.add("contoso", "support-reply", "* * * * *", {"ticket": "tick"})
+    from shared.services.schedules import scheduled_run_id
+
+    minute = app.clock.now().replace(second=0, microsecond=0)
+    await FUNCTIONS["schedules"](TimerRequest())
+    await FUNCTIONS["schedules"](TimerRequest())  # a second firing in the same minute
+    app.clock.advance(minutes=1)
+    await FUNCTIONS["schedules"](TimerRequest())
+    sent = [m["run_id"] for m in app.queue.receive()]
+    assert sent.count(scheduled_run_id(every.id, minute)) == 2  # re-sent while queued: the worker dedupes
+    assert set(sent) == {scheduled_run_id(every.id, minute), scheduled_run_id(every.id, minute + timedelta(minutes=1))}
+
+
+async def test_webhook_stamps_are_checked_against_the_injected_clock(app):
+    import hashlib
+    import hmac
+
+    await app.tenant("contoso")
+    secret = (await app.svc.tenants.webhook_secret("contoso")).reveal()
+    payload = b'{"id": "T-1"}'
+
+    def signed(stamp: str) -> dict[str, str]:
+        digest = hmac.new(secret.encode(), stamp.encode() + b"." + payload, hashlib.sha256).hexdigest()
+        return {"x-tenantflow-signature": f"t={stamp},v1={digest}"}
+
+    now = int(app.clock.now().timestamp())
+    cases = {str(now - 301): 401, "²": 401, "9" * 5000: 401, str(now): 200}
+    for stamp, status in cases.items():
+        response = await app.http("webhook", "POST", "hooks/contoso/ticket-webhook", payload, signed(stamp),
+                                  route={"tenant": "contoso", "flow": "ticket-webhook"})
+        assert response.status_code == status, (stamp[:20], body(response))
