@@ -400,9 +400,12 @@ def describe_error(exc: Exception) -> tuple[str, int]:
     from shared.services.catalog import FlowNotFound
     from shared.services.runs import RunRefused
     from shared.settings import SettingsError
+    from shared.storage.ports import StoreUnavailable
 
     if isinstance(exc, CliError):
         return str(exc), exc.code
+    if isinstance(exc, StoreUnavailable):  # the cause in one line: read-only, disk full, corrupt, refused host:port
+        return f"store unavailable: {exc}", EXIT_RUN_FAILED
     if isinstance(exc, InputError):
         return "invalid input: " + "; ".join(f"{k}: {v}" for k, v in exc.errors.items()), EXIT_INVALID
     if isinstance(exc, (FlowError, FlowNotFound, RunRefused, SettingsError)):

@@ -9,6 +9,7 @@ from typing import Any
 
 from shared.settings import Settings
 from shared.storage.ports import Stores, StoreUnavailable
+from shared.storage.store_faults import postgres_cause, sqlite_cause
 
 
 async def open_stores(settings: Settings, credential: Any = None) -> Stores:
@@ -44,42 +45,11 @@ def opening_failure(settings: Settings, exc: Exception) -> str | None:
         import psycopg_pool
 
         if isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout | OSError):
-            return f"PostgreSQL: {postgres_cause(settings, exc)}"
+            assert settings.postgres_dsn is not None
+            return f"PostgreSQL: {postgres_cause(settings.postgres_dsn.reveal(), exc)}"
     if settings.store == "table":
         from azure.core.exceptions import AzureError
 
         if isinstance(exc, AzureError | OSError):
             return f"Table storage: cannot be reached ({type(exc).__name__})"
     return None
-
-
-def sqlite_cause(path: str, exc: Exception) -> str:
-    text = str(exc).lower()
-    if "readonly" in text or "read-only" in text or isinstance(exc, PermissionError):
-        reason = "read-only database"
-    elif "disk is full" in text or "no space" in text:
-        reason = "disk full"
-    elif "not a database" in text or "malformed" in text or "corrupt" in text:
-        reason = "corrupt file"
-    elif "unable to open" in text:
-        reason = "cannot open the file"
-    else:
-        reason = type(exc).__name__
-    return f"SQLite {path}: {reason}"
-
-
-def postgres_cause(settings: Settings, exc: Exception) -> str:
-    """`connection refused to host:port` when the server does not answer; never the DSN's password."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    assert settings.postgres_dsn is not None
-    info = conninfo_to_dict(settings.postgres_dsn.reveal())
-    where = f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}"
-    text = str(exc).lower()
-    if "refused" in text or "timeout" in text or "couldn't get a connection" in text or "no such file" in text:
-        return f"connection refused to {where}"
-    if "password authentication" in text or "authentication failed" in text:
-        return f"authentication failed at {where}"
-    if "does not exist" in text:
-        return f"the database does not exist at {where}"
-    return f"cannot connect to {where} ({type(exc).__name__})"

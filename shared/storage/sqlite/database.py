@@ -10,6 +10,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shared.storage.ports import StoreUnavailable
+from shared.storage.store_faults import sqlite_cause
+
 T = TypeVar("T")
 
 
@@ -33,7 +36,14 @@ class SqliteDatabase:
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, lambda: work(self.connect()))
+        try:
+            return await loop.run_in_executor(self.executor, lambda: work(self.connect()))
+        except (sqlite3.OperationalError, OSError) as exc:  # read-only, full, locked, cannot open
+            raise StoreUnavailable(sqlite_cause(str(self.path), exc)) from None
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError:  # IntegrityError and the like are the caller's
+                raise
+            raise StoreUnavailable(sqlite_cause(str(self.path), exc)) from None  # not a database, malformed
 
     async def transaction(self, work: Callable[[sqlite3.Connection], T], immediate: bool = False) -> T:
         """Runs `work` in one transaction; BEGIN IMMEDIATE takes the write lock up front (atomic across
