@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 from pathlib import Path
 
@@ -26,24 +27,34 @@ def flow_files(paths: list[Path]) -> list[Path]:
     return found
 
 
+RECHECK_SECONDS = 2.0  # a cached flow file is looked at again (one stat) at most this often
+
+
 class FlowCatalog:
-    def __init__(self, flows_dir: Path, static_connections: Collection[str]) -> None:
+    def __init__(self, flows_dir: Path, static_connections: Collection[str],
+                 recheck_seconds: float = RECHECK_SECONDS) -> None:
         self.flows_dir = flows_dir
         self.static_connections = set(static_connections)
-        self.cache: dict[Path, tuple[float, Flow]] = {}
+        self.recheck_seconds = recheck_seconds
+        self.cache: dict[Path, tuple[float, float, Flow]] = {}  # path → (mtime, monotonic time checked, flow)
         self.index: dict[str, Path] | None = None
 
     def load(self, path: Path) -> Flow:
-        """Parses and validates one file (cached by modification time). Raises FlowError."""
+        """Parses and validates one file, cached by modification time; a cached file is checked for changes at
+        most every `recheck_seconds`, so a run costs no file-system call. Raises FlowError."""
+        cached = self.cache.get(path)
+        now = time.monotonic()
+        if cached and now - cached[1] < self.recheck_seconds:
+            return cached[2]
         try:
             mtime = path.stat().st_mtime
         except OSError:
             raise FlowNotFound(f"flow file not found: {path}") from None
-        cached = self.cache.get(path)
         if cached and cached[0] == mtime:
-            return cached[1]
+            self.cache[path] = (mtime, now, cached[2])
+            return cached[2]
         flow = validate_flow(parse_flow_file(path), self.static_connections)
-        self.cache[path] = (mtime, flow)
+        self.cache[path] = (mtime, now, flow)
         return flow
 
     def get(self, reference: str) -> Flow:

@@ -11,6 +11,8 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -28,6 +30,8 @@ MAX_API_KEY_LENGTH = 200
 MAX_NAME_LENGTH = 200
 KEY_ID_ATTEMPTS = 5
 WEBHOOK_TOLERANCE = 300  # seconds a webhook signature's stamp may be away from now
+API_KEY_CACHE_TTL = 5.0  # seconds an authenticated key is remembered: revoke/suspend reach other instances within it
+API_KEY_CACHE_SIZE = 10_000
 
 
 class TenantError(Exception):
@@ -59,11 +63,16 @@ def check_tenant_id(tenant_id: str) -> str:
 
 class TenantService:
     def __init__(self, store: TenantStore, box: SecretBox, replay: ReplayGuard | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, key_cache_ttl: float = API_KEY_CACHE_TTL) -> None:
         self.store = store
         self.box = box
         self.replay = replay
         self.clock = clock or SystemClock()
+        # sha256(key) → (monotonic expiry, key id, tenant): a hit skips two store reads per request. Revoking a key
+        # or changing a tenant's status through this service drops its entries at once; another instance's change
+        # is seen after at most API_KEY_CACHE_TTL. Unknown or wrong keys are never cached.
+        self.key_cache: dict[str, tuple[float, str, Tenant]] = {}
+        self.key_cache_ttl = key_cache_ttl
 
     async def add(self, tenant_id: str, name: str | None = None) -> NewTenant:
         check_tenant_id(tenant_id)
@@ -102,6 +111,12 @@ class TenantService:
             await self.store.set_status(tenant_id, status)
         except NotFound:
             raise TenantError(f"unknown tenant {tenant_id!r}") from None
+        finally:
+            self.forget(lambda key_id, tenant: tenant.id == tenant_id)
+
+    def forget(self, matches: Callable[[str, Tenant], bool]) -> None:
+        for digest in [d for d, (_, key_id, tenant) in self.key_cache.items() if matches(key_id, tenant)]:
+            del self.key_cache[digest]
 
     # --- API keys ---------------------------------------------------------------------------------------------
     async def create_key(self, tenant_id: str) -> tuple[str, Secret]:
@@ -121,6 +136,7 @@ class TenantService:
         """False when the tenant has no such key (another tenant's key id is "no such key", too)."""
         if not isinstance(key_id, str) or not KEY_ID.match(key_id):
             return False
+        self.forget(lambda cached_key_id, _: cached_key_id == key_id)
         return await self.store.revoke_api_key(tenant_id, key_id)
 
     async def authenticate(self, api_key: str) -> Tenant | None:
@@ -132,15 +148,24 @@ class TenantService:
         match = API_KEY.match(api_key)
         if match is None:
             return None
+        digest = key_hash(api_key)
+        cached = self.key_cache.get(digest)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[2]
         stored = await self.store.get_api_key(match.group("key_id"))
         if stored is None:
-            hmac.compare_digest(key_hash(api_key), key_hash(""))  # same work whether or not the id exists
+            hmac.compare_digest(digest, key_hash(""))  # same work whether or not the id exists
             return None
-        if not hmac.compare_digest(stored.key_hash.encode(), key_hash(api_key).encode()):
+        if not hmac.compare_digest(stored.key_hash.encode(), digest.encode()):
             return None
         if stored.revoked_at is not None:
             return None
-        return await self.store.get(stored.tenant_id)
+        tenant = await self.store.get(stored.tenant_id)
+        if tenant is not None:
+            if len(self.key_cache) >= API_KEY_CACHE_SIZE:
+                self.key_cache.clear()
+            self.key_cache[digest] = (time.monotonic() + self.key_cache_ttl, stored.key_id, tenant)
+        return tenant
 
     # --- webhook signing secret -------------------------------------------------------------------------------
     async def verify_webhook(self, tenant_id: str, stamp: str, signature: str, body: bytes) -> Tenant:

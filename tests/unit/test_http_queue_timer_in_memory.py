@@ -176,3 +176,49 @@ async def test_webhook_stamps_are_checked_against_the_injected_clock(app):
         response = await app.http("webhook", "POST", "hooks/contoso/ticket-webhook", payload, signed(stamp),
                                   route={"tenant": "contoso", "flow": "ticket-webhook"})
         assert response.status_code == status, (stamp[:20], body(response))
+
+
+async def test_an_api_key_is_remembered_briefly_and_revoke_and_suspend_apply_at_once(app):
+    key = await app.tenant("contoso")
+    assert (await app.start(key)).status_code == 200
+    before = app.state.operations
+    assert (await app.svc.tenants.authenticate(key)).id == "contoso"
+    assert app.state.operations == before  # the key and its tenant came from the cache: no store call
+    await app.svc.tenants.suspend("contoso")
+    assert (await app.start(key)).status_code == 403
+    await app.svc.tenants.activate("contoso")
+    assert (await app.start(key)).status_code == 200
+    key_id = key.split("_")[1]
+    assert await app.svc.tenants.revoke_key("contoso", key_id)
+    assert (await app.start(key)).status_code == 401
+
+
+async def test_a_change_made_by_another_instance_is_seen_within_the_cache_ttl(app):
+    import asyncio
+
+    from shared.services.tenants import TenantService
+
+    key = await app.tenant("contoso")
+    this = TenantService(app.svc.stores.tenants, app.svc.box, key_cache_ttl=0.05)
+    other = TenantService(app.svc.stores.tenants, app.svc.box)  # another instance, sharing the store
+    assert (await this.authenticate(key)).status == "active"
+    await other.suspend("contoso")
+    assert (await this.authenticate(key)).status == "active"  # still cached here
+    await asyncio.sleep(0.06)
+    assert (await this.authenticate(key)).status == "suspended"
+
+
+def test_the_catalog_looks_at_a_cached_flow_file_at_most_every_recheck_interval(tmp_path):
+    import os
+
+    from shared.services.catalog import FlowCatalog
+
+    source = (base_settings(tmp_path).flows_dir / "grounded-answer.yaml").read_text()
+    path = tmp_path / "flow.yaml"
+    path.write_text(source)
+    catalog = FlowCatalog(tmp_path, {"default"}, recheck_seconds=3600)
+    first = catalog.get(str(path))
+    path.write_text(source.replace("grounded-answer", "renamed-answer"))
+    os.utime(path, (1, 1))
+    assert catalog.get(str(path)) is first  # no stat within the interval
+    assert FlowCatalog(tmp_path, {"default"}, recheck_seconds=0).get(str(path)).id == "renamed-answer"
