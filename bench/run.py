@@ -40,7 +40,7 @@ def main() -> int:
     figures: dict[str, object] = {}
     figures.update(importlib.import_module("bench.engine_bench").run())
     figures["import_function_app_ms"] = import_time_ms()
-    for name in ("credentials_bench", "storage_bench", "functions_bench"):
+    for name in ("credentials_bench", "storage_bench", "functions_bench", "http_load"):
         module = importlib.import_module(f"bench.{name}")
         started = time.perf_counter()
         figures.update(module.run())

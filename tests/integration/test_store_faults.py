@@ -19,7 +19,7 @@ import pytest
 
 from shared.functions import runtime
 from shared.functions.local_server import registered_functions
-from tests.integration.test_serve import free_port
+from tests.backends.pg_cluster import Cluster, free_port, pg_bin
 
 SCRIPT = Path(sys.executable).parent / "tenantflow"
 FUNCTIONS = {f.get_function_name(): f.get_user_function() for f in registered_functions()}
@@ -146,48 +146,9 @@ async def test_http_answers_503_when_the_database_turns_read_only_or_full(tmp_pa
         runtime.use(None)
 
 
-def pg_bin() -> Path:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).resolve().parent
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not candidates:
-        pytest.skip("PostgreSQL server binaries are not installed")
-    return candidates[-1].parent
-
-
-class Cluster:
-    """A throwaway PostgreSQL cluster on a free port, owned by `postgres`, started as scripts/services.sh does."""
-
-    def __init__(self) -> None:
-        import tempfile
-
-        self.root = Path(tempfile.mkdtemp(prefix="tf-pg-down-"))  # outside pytest's 0700 folders: postgres reads it
-        self.bin, self.data, self.port = pg_bin(), self.root / "pgdata", free_port()
-        os.chmod(self.root, 0o755)
-        self.data.mkdir()
-        shutil.chown(self.data, "postgres", "postgres")
-        self.as_postgres("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
-
-    def as_postgres(self, tool: str, *args: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", str(self.bin / tool), *args], check=True,
-                       capture_output=True, timeout=120)
-
-    def start(self) -> None:
-        self.as_postgres("pg_ctl", "-D", str(self.data), "-l", str(self.data / "log"), "-w", "-t", "60", "-o",
-                         f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.data} "
-                         "-c fsync=off", "start")
-
-    def stop(self) -> None:
-        self.as_postgres("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-
-    def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 def test_serve_with_postgres_down_at_start_up_answers_503_and_recovers(tmp_path, emulator):
-    if os.geteuid() != 0:
-        pytest.skip("starting a PostgreSQL cluster needs root (runuser)")
+    if os.geteuid() != 0 or pg_bin() is None:
+        pytest.skip("starting a PostgreSQL cluster needs root (runuser) and the server binaries")
     cluster = Cluster()
     dsn = f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
     env = {**os.environ, "TENANTFLOW_STORE": "postgres", "TENANTFLOW_POSTGRES_DSN": dsn,
