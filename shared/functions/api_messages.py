@@ -4,18 +4,21 @@ Kept free of heavy imports: the HTTP blueprint imports it at start-up."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 
 @dataclass
 class ApiRequest:
+    """The mappings are read, never changed: an adapter may pass its framework's own (no copy per request)."""
+
     method: str
     path: str
     body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
-    query: dict[str, str] = field(default_factory=dict)
-    route: dict[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)  # looked up by lower-case name
+    query: Mapping[str, str] = field(default_factory=dict)
+    route: Mapping[str, str] = field(default_factory=dict)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

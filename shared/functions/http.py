@@ -25,10 +25,10 @@ log = logging.getLogger(__name__)
 
 
 def to_api(req: func.HttpRequest) -> ApiRequest:
+    """No copies: the request's own headers (case-insensitive), query and route mappings are passed on."""
     path = "/" + req.url.split("://", 1)[-1].split("/", 1)[-1].split("?", 1)[0]
-    return ApiRequest(method=req.method, path=path, body=req.get_body() or b"",
-                      headers={k.lower(): v for k, v in req.headers.items()}, query=dict(req.params),
-                      route=dict(req.route_params))
+    return ApiRequest(method=req.method, path=path, body=req.get_body() or b"", headers=req.headers,
+                      query=req.params, route=req.route_params)
 
 
 async def answer(request: ApiRequest, handler: Handler) -> ApiResponse:

@@ -54,11 +54,12 @@ def create_asgi_app() -> Any:
 
     def endpoint(user_function: Any) -> Any:
         async def handle(request: Request) -> Response:
+            # starlette's own mappings go in as they are: HttpRequest keeps its one lower-cased copy of the headers
             http_request = func.HttpRequest(
-                method=request.method, url=str(request.url), headers=dict(request.headers),
-                params=dict(request.query_params), route_params=dict(request.path_params), body=await request.body())
+                method=request.method, url=str(request.url), headers=request.headers, params=request.query_params,
+                route_params=request.path_params, body=await request.body())
             answer = await user_function(http_request)
-            return Response(answer.get_body(), status_code=answer.status_code, headers=dict(answer.headers))
+            return Response(answer.get_body(), status_code=answer.status_code, headers=answer.headers)
 
         return handle
 
