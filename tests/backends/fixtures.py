@@ -61,9 +61,9 @@ async def store_settings(request, tmp_path):
 @pytest.fixture(params=STORE_BACKENDS, ids=STORE_BACKENDS)
 async def stores(request, tmp_path):
     if request.param == "memory":
-        from tests.memory.stores import memory_stores
+        from tests.memory.stores import InMemoryStores
 
-        yield memory_stores()[0]
+        yield InMemoryStores()
         return
     module = importlib.import_module(f"tests.backends.{request.param}_backend")
     settings = await module.provision(tmp_path)

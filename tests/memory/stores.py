@@ -358,13 +358,18 @@ class MemoryHealth(HealthCheck):
         self.state.check()
 
 
-def memory_stores(clock: Clock | None = None) -> tuple[Stores, MemoryState]:
-    """Fresh, empty stores and the state behind them (to inspect, or to switch `unavailable`)."""
-    state = MemoryState(clock or SystemClock())
-    return Stores(backend="memory", tenants=MemoryTenantStore(state), credentials=MemoryCredentialStore(state),
-                  runs=MemoryRunStore(state), usage=MemoryUsageLedger(state), usage_queries=MemoryUsageQueries(state),
-                  budgets=MemoryBudgetStore(state), schedules=MemoryScheduleStore(state),
-                  replay=MemoryReplayGuard(state), health=MemoryHealth(state)), state
+class InMemoryStores(Stores):
+    """Fresh, empty in-memory stores of every port; `state` holds what they store (to inspect, or to switch
+    `unavailable`)."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        state = MemoryState(clock or SystemClock())
+        super().__init__(backend="memory", tenants=MemoryTenantStore(state), credentials=MemoryCredentialStore(state),
+                         runs=MemoryRunStore(state), usage=MemoryUsageLedger(state),
+                         usage_queries=MemoryUsageQueries(state), budgets=MemoryBudgetStore(state),
+                         schedules=MemoryScheduleStore(state), replay=MemoryReplayGuard(state),
+                         health=MemoryHealth(state))
+        self.state = state
 
 
 class InMemoryRunQueue(RunQueue):

@@ -20,7 +20,7 @@ from shared.settings import Settings
 from shared.storage.ports import StoreUnavailable
 from tests.backends.fixtures import fresh_encryption_keys
 from tests.fakes import FakeModel, ManualClock
-from tests.memory.stores import InMemoryRunQueue, memory_stores
+from tests.memory.stores import InMemoryRunQueue, InMemoryStores
 
 FUNCTIONS = {f.get_function_name(): f.get_user_function() for f in registered_functions()}
 TICKET = {"inputs": {"ticket": "My invoice is wrong"}}
@@ -56,11 +56,11 @@ def base_settings(tmp_path) -> Settings:
 @pytest.fixture
 async def app(tmp_path):
     clock = ManualClock(datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC))
-    stores, state = memory_stores(clock)
+    stores = InMemoryStores(clock)
     queue, model = InMemoryRunQueue(), FakeModel()
     svc = await build_services(base_settings(tmp_path), stores=stores, queue=queue, clock=clock, model=model)
     runtime.use(svc)
-    yield App(svc, state, queue, clock, model)
+    yield App(svc, stores.state, queue, clock, model)
     runtime.use(None)
     await svc.close()
 
@@ -222,3 +222,14 @@ def test_the_catalog_looks_at_a_cached_flow_file_at_most_every_recheck_interval(
     os.utime(path, (1, 1))
     assert catalog.get(str(path)) is first  # no stat within the interval
     assert FlowCatalog(tmp_path, {"default"}, recheck_seconds=0).get(str(path)).id == "renamed-answer"
+
+
+async def test_a_bad_setting_at_start_up_is_a_503_naming_the_setting_and_no_value(monkeypatch):
+    monkeypatch.setenv("TENANTFLOW_STORE", "mongodb-with-password-hunter2")
+    runtime.use(None)
+    response = await FUNCTIONS["health"](func.HttpRequest("GET", "http://localhost/api/health", body=b""))
+    problem = body(response)
+    assert response.status_code == 503 and response.headers["content-type"] == "application/problem+json"
+    assert problem["detail"] == "the app setting TENANTFLOW_STORE is missing or malformed"
+    assert "hunter2" not in response.get_body().decode()
+    assert runtime.services_instance is None  # nothing half-built is kept: the next request tries again
