@@ -78,7 +78,8 @@ async def start_run(svc: Services, request: ApiRequest) -> ApiResponse:
     if key and len(key) > MAX_IDEMPOTENCY_KEY:
         raise ProblemDetails(400, "Bad request", f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters")
     started = await svc.runs.start(tenant.id, request.route.get("flow", ""), inputs, "http", wait=wait,
-                                   idempotency_key=key or None, request_hash=hashlib.sha256(request.body).hexdigest())
+                                   idempotency_key=key or None, request_hash=hashlib.sha256(request.body).hexdigest(),
+                                   tenant=tenant)
     return run_response(started.run, accepted=started.accepted)
 
 
@@ -100,7 +101,7 @@ async def webhook(svc: Services, request: ApiRequest) -> ApiResponse:
     tenant = await webhook_tenant(svc, request, request.route.get("tenant", ""))
     payload = parse_json(request)
     started = await svc.runs.start(tenant.id, request.route.get("flow", ""), {"payload": payload}, "webhook",
-                                   wait=True)
+                                   wait=True, tenant=tenant)
     return run_response(started.run)
 
 

@@ -45,13 +45,21 @@ def problem_for(exc: Exception) -> ProblemDetails | None:
     """The problem details of a domain error; None for an error no caller should see (a bug: answered 500)."""
     from shared.engine.errors import FlowError, InputError
     from shared.services.catalog import FlowNotFound
-    from shared.services.runs import IdempotencyConflict, QueueUnavailable, RunRefused
+    from shared.services.runs import IdempotencyConflict, QueueUnavailable, RunNotCompleted, RunRefused
     from shared.services.usage import UsageQueryError
     from shared.settings import SettingsError
     from shared.storage.ports import StoreUnavailable
 
     if isinstance(exc, StoreUnavailable):
         return store_unavailable(str(exc))
+    if isinstance(exc, RunNotCompleted):  # never a 200 for a run the app could not carry out
+        if exc.cause == "store_unavailable":
+            problem = store_unavailable(str(exc))
+        else:
+            problem = ProblemDetails(500, "Internal error",
+                                     "the run was interrupted by an internal error; it has been logged")
+        problem.extra["run_id"] = exc.run.run_id
+        return problem
     if isinstance(exc, SettingsError):  # named by its variable only: the rest of the message may quote a value
         variable = str(exc).split(":", 1)[0]
         return ProblemDetails(503, "Not configured", f"the app setting {variable} is missing or malformed",

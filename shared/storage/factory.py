@@ -1,7 +1,9 @@
 """Picks the storage backend from settings. Each backend's SDK is imported only when that backend is used.
 
 A store that cannot be opened (PostgreSQL down, an unusable SQLite file, Azurite unreachable) raises
-StoreUnavailable with its cause in one line and no secret: callers answer 503 and try again later."""
+StoreUnavailable with its cause in one line and no secret: callers answer 503 and try again later. The adapters
+raise it themselves; a PostgreSQL error met while opening (the migration's own connection) is translated here
+the same way."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ from typing import Any
 
 from shared.settings import Settings
 from shared.storage.ports import Stores, StoreUnavailable
-from shared.storage.store_faults import postgres_cause, sqlite_cause
 
 
 async def open_stores(settings: Settings, credential: Any = None) -> Stores:
@@ -28,28 +29,22 @@ async def open_stores(settings: Settings, credential: Any = None) -> Stores:
     except StoreUnavailable:
         raise
     except Exception as exc:
-        cause = opening_failure(settings, exc)
-        if cause is None:
+        unavailable = opening_failure(settings, exc)
+        if unavailable is None:
             raise
-        raise StoreUnavailable(cause) from None
+        raise unavailable from None
 
 
-def opening_failure(settings: Settings, exc: Exception) -> str | None:
-    """One line naming why the store cannot be opened, or None for an error that is not the store's."""
-    import sqlite3
-
-    if isinstance(exc, sqlite3.Error | OSError) and settings.store == "sqlite":
-        return sqlite_cause(str(settings.sqlite_path), exc)
+def opening_failure(settings: Settings, exc: Exception) -> StoreUnavailable | None:
+    """The StoreUnavailable of an error met while opening the store, or None for an error that is not the
+    store's (or that its adapter already names)."""
     if settings.store == "postgres":
         import psycopg
         import psycopg_pool
 
         if isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout | OSError):
-            assert settings.postgres_dsn is not None
-            return f"PostgreSQL: {postgres_cause(settings.postgres_dsn.reveal(), exc)}"
-    if settings.store == "table":
-        from azure.core.exceptions import AzureError
+            from shared.storage.postgres.database import PostgresDatabase
 
-        if isinstance(exc, AzureError | OSError):
-            return f"Table storage: cannot be reached ({type(exc).__name__})"
+            assert settings.postgres_dsn is not None
+            return PostgresDatabase(settings.postgres_dsn.reveal()).unavailable(exc)
     return None

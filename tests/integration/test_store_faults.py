@@ -46,7 +46,7 @@ def sqlite_env(tmp_path):
 
 def assert_one_line(result: subprocess.CompletedProcess[str], cause: str, path: Path) -> None:
     assert result.returncode == 1, result
-    assert result.stderr == f"error: store unavailable: SQLite {path}: {cause}\n"
+    assert result.stderr == f"error: store unavailable: SQLite database {path}: {cause}\n"
     assert "Traceback" not in result.stderr + result.stdout
 
 
@@ -55,7 +55,8 @@ def test_cli_names_a_read_only_database(sqlite_env):
     result = cli("tenants", "add", "fabrikam", env=env, wrap=f"mount --bind -o ro {folder} {folder}")
     if "mount:" in result.stderr:
         pytest.skip(f"cannot mount here: {result.stderr.strip()}")
-    assert_one_line(result, "read-only database", folder / "tenantflow.db")
+    assert_one_line(result, "the database is read-only (check the file's and its folder's permissions)",
+                    folder / "tenantflow.db")
 
 
 def test_cli_names_a_full_disk(sqlite_env, tmp_path):
@@ -70,7 +71,7 @@ def test_cli_names_a_full_disk(sqlite_env, tmp_path):
                  wrap=wrap)
     if "mount:" in result.stderr:
         pytest.skip(f"cannot mount here: {result.stderr.strip()}")
-    assert_one_line(result, "disk full", full / "tenantflow.db")
+    assert_one_line(result, "the disk is full (or the database reached its size limit)", full / "tenantflow.db")
 
 
 def test_cli_names_a_corrupt_file(sqlite_env):
@@ -78,7 +79,7 @@ def test_cli_names_a_corrupt_file(sqlite_env):
     path = folder / "tenantflow.db"
     with path.open("r+b") as file:
         file.write(b"this is not an SQLite database header" * 4)
-    assert_one_line(cli("tenants", "list", env=env), "corrupt file", path)
+    assert_one_line(cli("tenants", "list", env=env), "the file is corrupt or not a SQLite database", path)
 
 
 async def call(name: str, method: str = "GET", path: str = "health", body: bytes = b"",
@@ -104,10 +105,10 @@ async def test_http_answers_503_while_the_file_is_corrupt_and_recovers_without_a
     monkeypatch.delenv("AzureWebJobsStorage", raising=False)
     runtime.use(None)
     try:
-        assert_store_problem(await call("health"), f"SQLite {path}: corrupt file")
+        assert_store_problem(await call("health"), f"SQLite database {path}: the file is corrupt")
         run = await call("start_run", "POST", "flows/support-reply/runs", b'{"inputs": {"ticket": "x"}}',
                          {"x-api-key": "tf_000000000000_" + "x" * 40}, {"flow": "support-reply"})
-        assert_store_problem(run, "corrupt file")
+        assert_store_problem(run, "the file is corrupt")
         path.unlink()  # the operator restores the file: the next request builds the services
         healthy = await call("health")
         assert healthy.status_code == 200 and json.loads(healthy.get_body())["components"]["store"]["status"] == "ok"
@@ -135,11 +136,11 @@ async def test_http_answers_503_when_the_database_turns_read_only_or_full(tmp_pa
                               {"flow": "support-reply"})
 
         await db.run(lambda c: c.execute("PRAGMA query_only = 1"))  # the connection can no longer write
-        assert_store_problem(await start(), "read-only database")
+        assert_store_problem(await start(), "the database is read-only")
         await db.run(lambda c: c.execute("PRAGMA query_only = 0"))
         pages = await db.run(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
         await db.run(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))  # the disk is full
-        assert_store_problem(await start(), "disk full")
+        assert_store_problem(await start(), "the disk is full")
         assert (await svc.stores.runs.list("contoso")) == []
     finally:
         await svc.close()
@@ -173,8 +174,8 @@ def test_serve_with_postgres_down_at_start_up_answers_503_and_recovers(tmp_path,
                                             headers={"x-api-key": "tf_000000000000_" + "x" * 40})):
             assert response.status_code == 503, response.text
             assert response.headers["content-type"] == "application/problem+json" and response.headers["retry-after"]
-            assert response.json()["detail"] == f"PostgreSQL: connection refused to 127.0.0.1:{cluster.port}; " \
-                                                "retry later"
+            assert response.json()["detail"] == (f"PostgreSQL at 127.0.0.1:{cluster.port} is unavailable: "
+                                                 "connection refused; retry later")
         cluster.start()
         try:
             recovered = httpx.get(f"{base}/health", timeout=60)

@@ -15,15 +15,18 @@ import copy
 import json
 from dataclasses import replace
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Any
 
 from shared.clock import Clock, SystemClock
 from shared.services.run_queue import RunQueue
+from shared.storage.bookkeeping import BookState, BookWrites, plan, touched_periods
 from shared.storage.models import (
     ApiKey,
+    BookBatch,
+    BookResult,
     Budget,
     BudgetCounters,
+    Lease,
     RunRecord,
     Schedule,
     StoredCredential,
@@ -34,12 +37,12 @@ from shared.storage.models import (
 from shared.storage.ports import (
     GROUP_KEYS,
     AlreadyExists,
+    Bookkeeping,
     BudgetStore,
     CredentialStore,
     HealthCheck,
     NotFound,
     ReplayGuard,
-    Reservation,
     RunStore,
     ScheduleStore,
     Stores,
@@ -65,6 +68,7 @@ class MemoryState:
         self.usage: dict[tuple[str, str], UsageRecord] = {}
         self.budgets: dict[str, Budget] = {}
         self.counters: dict[tuple[str, str], BudgetCounters] = {}
+        self.leases: dict[tuple[str, str], Lease] = {}  # (tenant, lease id) → lease
         self.schedules: dict[str, Schedule] = {}
         self.nonces: dict[tuple[str, str], datetime] = {}
 
@@ -244,12 +248,11 @@ class MemoryUsageLedger(UsageLedger):
 
     async def record(self, records: list[UsageRecord]) -> int:
         self.state.check()
-        new = 0
+        by_tenant: dict[str, list[UsageRecord]] = {}
         for record in records:
-            if (record.tenant_id, record.key) not in self.state.usage:
-                self.state.usage[(record.tenant_id, record.key)] = record
-                new += 1
-        return new
+            by_tenant.setdefault(record.tenant_id, []).append(record)
+        return sum(len(apply_book(self.state, BookBatch(tenant, charges=tuple(charges)))[1].records)
+                   for tenant, charges in by_tenant.items())
 
     async def list_for_run(self, tenant_id: str, run_id: str) -> builtins.list[UsageRecord]:
         self.state.check()
@@ -293,22 +296,62 @@ class MemoryBudgetStore(BudgetStore):
         self.state.check()
         return self.state.counters.get((tenant_id, period)) or BudgetCounters(tenant_id, period)
 
-    async def reserve(self, tenant_id: str, period: str, tokens: int, cost: Decimal, limit_tokens: int | None,
-                      limit_cost: Decimal | None) -> Reservation:
-        self.state.check()
-        now = self.state.counters.get((tenant_id, period)) or BudgetCounters(tenant_id, period)
-        after = now.with_reservation(tokens, cost, limit_tokens, limit_cost)
-        if after is None:
-            return Reservation(False, now)
-        self.state.counters[(tenant_id, period)] = after
-        return Reservation(True, after)
 
-    async def settle(self, tenant_id: str, period: str, reserved_tokens: int, reserved_cost: Decimal, tokens: int,
-                     cost: Decimal) -> BudgetCounters:
+class MemoryBookkeeping(Bookkeeping):
+    def __init__(self, state: MemoryState) -> None:
+        self.state = state
+
+    async def commit(self, batch: BookBatch) -> BookResult:
         self.state.check()
-        now = self.state.counters.get((tenant_id, period)) or BudgetCounters(tenant_id, period)
-        after = self.state.counters[(tenant_id, period)] = now.settled(reserved_tokens, reserved_cost, tokens, cost)
-        return after
+        return apply_book(self.state, batch)[0]
+
+    async def leases(self, tenant_id: str) -> builtins.list[Lease]:
+        self.state.check()
+        return sorted((lease for (tenant, _), lease in self.state.leases.items() if tenant == tenant_id),
+                      key=lambda lease: lease.lease_id)
+
+    async def release_expired(self, now: datetime, limit: int = 1000) -> int:
+        self.state.check()
+        expired = sorted((lease for lease in self.state.leases.values() if lease.expires_at < now),
+                         key=lambda lease: lease.expires_at)[:limit]
+        by_tenant: dict[str, list[str]] = {}
+        for lease in expired:
+            by_tenant.setdefault(lease.tenant_id, []).append(lease.lease_id)
+        return sum(len(apply_book(self.state, BookBatch(tenant, released=tuple(ids)))[1].deleted_leases)
+                   for tenant, ids in by_tenant.items())
+
+
+def apply_book(state: MemoryState, batch: BookBatch) -> tuple[BookResult, BookWrites]:
+    """Applies a batch by the rules of shared.storage.bookkeeping; everything is checked before anything is
+    written, so a batch that fails changes nothing (as a rolled-back transaction)."""
+    tenant = batch.tenant_id
+    if batch.create_run is not None and batch.create_run.run_id in state.runs:
+        return BookResult(created=False), BookWrites()
+    finish = batch.finish_run
+    if finish is not None and finish.run_id not in state.runs and (
+            batch.create_run is None or batch.create_run.run_id != finish.run_id):
+        raise NotFound(f"run {finish.run_id} not found")
+    wanted = set(batch.released) | ({batch.reserve.lease_id} if batch.reserve else set())
+    held = [lease for (owner, lease_id), lease in state.leases.items()
+            if owner == tenant and (lease_id in wanted or (finish is not None and lease.run_id == finish.run_id))]
+    recorded = {key for owner, key in state.usage if owner == tenant}
+    book = BookState({p: state.counters.get((tenant, p)) or BudgetCounters(tenant, p)
+                      for p in touched_periods(batch, held)}, {lease.lease_id: lease for lease in held}, recorded)
+    writes = plan(batch, book)
+    if batch.create_run is not None:
+        state.runs[batch.create_run.run_id] = stored(batch.create_run)
+    for record in writes.records:
+        state.usage[(tenant, record.key)] = record
+    for lease in writes.deleted_leases:
+        state.leases.pop((tenant, lease.lease_id), None)
+    if writes.new_lease is not None:
+        state.leases[(tenant, writes.new_lease.lease_id)] = writes.new_lease
+    for counters in writes.counters.values():
+        state.counters[(tenant, counters.period)] = counters
+    if finish is not None:
+        state.runs[finish.run_id] = stored(finish)
+    created = True if batch.create_run is not None else None
+    return BookResult(created, writes.reserved, writes.reserve_counters), writes
 
 
 class MemoryScheduleStore(ScheduleStore):
@@ -367,8 +410,8 @@ class InMemoryStores(Stores):
         super().__init__(backend="memory", tenants=MemoryTenantStore(state), credentials=MemoryCredentialStore(state),
                          runs=MemoryRunStore(state), usage=MemoryUsageLedger(state),
                          usage_queries=MemoryUsageQueries(state), budgets=MemoryBudgetStore(state),
-                         schedules=MemoryScheduleStore(state), replay=MemoryReplayGuard(state),
-                         health=MemoryHealth(state))
+                         bookkeeping=MemoryBookkeeping(state), schedules=MemoryScheduleStore(state),
+                         replay=MemoryReplayGuard(state), health=MemoryHealth(state))
         self.state = state
 
 

@@ -11,9 +11,35 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from shared.storage.ports import StoreUnavailable
-from shared.storage.store_faults import sqlite_cause
 
 T = TypeVar("T")
+
+
+def unavailable(path: Path, exc: sqlite3.Error) -> StoreUnavailable:
+    """One line naming the cause: read-only database, disk full, corrupt file, locked, or cannot be opened."""
+    text = str(exc).lower()
+    if "readonly" in text or "read-only" in text or "attempt to write" in text or not writable(path):
+        cause = "the database is read-only (check the file's and its folder's permissions)"
+    elif "disk is full" in text or "database or disk is full" in text or "disk i/o" in text:
+        cause = "the disk is full (or the database reached its size limit)"
+    elif "malformed" in text or "not a database" in text or "corrupt" in text:
+        cause = "the file is corrupt or not a SQLite database"
+    elif "locked" in text or "busy" in text:
+        cause = "the database is locked by another process"
+    elif "unable to open" in text:
+        cause = "the file cannot be opened (missing folder or permissions)"
+    else:
+        cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return StoreUnavailable(f"SQLite database {path}: {cause}")
+
+
+def writable(path: Path) -> bool:
+    """False when the file (or, before it exists, its folder) cannot be written: a read-only file system (where
+    SQLite says only "unable to open") or permissions. A folder still to be created counts as writable."""
+    import os
+
+    target = path if path.exists() else path.parent
+    return not target.exists() or os.access(target, os.W_OK)
 
 
 class SqliteDatabase:
@@ -38,12 +64,12 @@ class SqliteDatabase:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self.executor, lambda: work(self.connect()))
-        except (sqlite3.OperationalError, OSError) as exc:  # read-only, full, locked, cannot open
-            raise StoreUnavailable(sqlite_cause(str(self.path), exc)) from None
-        except sqlite3.DatabaseError as exc:
-            if type(exc) is not sqlite3.DatabaseError:  # IntegrityError and the like are the caller's
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+            if isinstance(exc, sqlite3.IntegrityError):
                 raise
-            raise StoreUnavailable(sqlite_cause(str(self.path), exc)) from None  # not a database, malformed
+            raise unavailable(self.path, exc) from None
+        except OSError as exc:  # the folder cannot be created
+            raise StoreUnavailable(f"SQLite database {self.path}: {exc.strerror or type(exc).__name__}") from None
 
     async def transaction(self, work: Callable[[sqlite3.Connection], T], immediate: bool = False) -> T:
         """Runs `work` in one transaction; BEGIN IMMEDIATE takes the write lock up front (atomic across
@@ -54,7 +80,8 @@ class SqliteDatabase:
             try:
                 result = work(connection)
             except BaseException:
-                connection.execute("ROLLBACK")
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
                 raise
             connection.execute("COMMIT")
             return result

@@ -11,6 +11,7 @@ from shared.storage.ports import Stores
 async def open_table_stores(settings: Settings, credential: Any = None) -> Stores:
     from shared.storage.table.client import TableClients
     from shared.storage.table.stores import (
+        TableBookkeeping,
         TableBudgetStore,
         TableCredentialStore,
         TableHealth,
@@ -25,14 +26,17 @@ async def open_table_stores(settings: Settings, credential: Any = None) -> Store
     assert settings.table_connection is not None  # Settings.from_env guarantees it for this store
     tables = TableClients(settings.table_connection.reveal(), settings.table_prefix, credential)
     await tables.open()
+    runs = TableRunStore(tables)
+    bookkeeping = TableBookkeeping(tables, runs)
     return Stores(
         backend="table",
         tenants=TableTenantStore(tables),
         credentials=TableCredentialStore(tables),
-        runs=TableRunStore(tables),
-        usage=TableUsageLedger(tables),
+        runs=runs,
+        usage=TableUsageLedger(tables, bookkeeping),
         usage_queries=TableUsageQueries(tables),
         budgets=TableBudgetStore(tables),
+        bookkeeping=bookkeeping,
         schedules=TableScheduleStore(tables),
         replay=TableReplayGuard(tables),
         health=TableHealth(tables),
