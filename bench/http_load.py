@@ -5,11 +5,12 @@ For each store, flow (`one-step`: a single chat step; `support-reply`: the seed 
 a closed loop of clients sends runs for at most REQUESTS[c] requests or SECONDS seconds, whichever comes first,
 and prints:
 - runs/s; p50 and p99 latency, and the latency *added* by Tenantflow: serve minus the direct upstream call at the
-  same concurrency (each run makes one model call);
+  same concurrency, measured right before it (each run makes one model call; the box is shared, so the two loops
+  run back to back to see the same load);
 - CPU ms per run of each process, from /proc/PID/stat utime+stime before and after: serve, the emulator, and the
   PostgreSQL cluster (the postmaster and all its children: backends, WAL writer, …);
-- on PostgreSQL, statements and transactions per run, from pg_stat_statements (track_utility: BEGIN, COMMIT and
-  set_config count): the bench runs its own cluster with the extension preloaded. Without pipelining each statement
+- on PostgreSQL, statements and explicit transactions (COMMIT/ROLLBACK) per run, from pg_stat_statements
+  (track_utility on): the bench runs its own cluster with the extension preloaded. Outside a pipeline each statement
   is one round trip.
 Only 127.0.0.1 is ever addressed. Run with the services of scripts/services.sh up (`make bench`), or alone:
 `python -m bench.http_load`.
@@ -37,7 +38,7 @@ from tests.backends.pg_cluster import Cluster, free_port
 SCRIPT = Path(sys.executable).parent / "tenantflow"
 CONCURRENCY = (1, 16, 64)
 REQUESTS = {1: 300, 16: 800, 64: 1600}
-SECONDS = 8.0
+SECONDS = 6.0
 WARM_UP = 30
 TICK = os.sysconf("SC_CLK_TCK")
 ONE_STEP_FLOW = """id: one-step
@@ -114,25 +115,40 @@ class Loop:
         return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000 if ordered else float("nan")
 
 
-async def closed_loop(client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str],
-                      concurrency: int) -> Loop:
+def new_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+
+
+async def closed_loop(url: str, body: bytes, headers: dict[str, str], concurrency: int,
+                      on_start: Any = None) -> Loop:
+    """`concurrency` clients, each sending its next request when the last one is answered. A fresh HTTP client per
+    loop, its connections opened by one warm-up round (so no loop meets a connection the server closed while
+    idle); `on_start` is awaited when the measured part begins. A transport error counts as a failure."""
     total = REQUESTS[concurrency]
-    deadline = time.monotonic() + SECONDS
-    issued, latencies, failures = 0, [], 0
+    issued, failures = 0, 0
+    latencies: list[float] = []
+    async with new_client() as client:
+        await asyncio.gather(*[client.post(url, content=body, headers=headers) for _ in range(concurrency)])
 
-    async def worker() -> None:
-        nonlocal issued, failures
-        while issued < total and time.monotonic() < deadline:
-            issued += 1
-            started = time.perf_counter()
-            response = await client.post(url, content=body, headers=headers)
-            latencies.append(time.perf_counter() - started)
-            if response.status_code != 200:
-                failures += 1
+        async def worker() -> None:
+            nonlocal issued, failures
+            while issued < total and time.monotonic() < deadline:
+                issued += 1
+                started = time.perf_counter()
+                try:
+                    response = await client.post(url, content=body, headers=headers)
+                    ok = response.status_code == 200
+                except httpx.TransportError:
+                    ok = False
+                latencies.append(time.perf_counter() - started)
+                failures += not ok
 
-    started = time.perf_counter()
-    await asyncio.gather(*[worker() for _ in range(concurrency)])
-    return Loop(len(latencies), time.perf_counter() - started, latencies, failures)
+        if on_start is not None:
+            await on_start()
+        deadline = time.monotonic() + SECONDS
+        started = time.perf_counter()
+        await asyncio.gather(*[worker() for _ in range(concurrency)])
+        return Loop(len(latencies), time.perf_counter() - started, latencies, failures)
 
 
 def run_cli(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
@@ -182,7 +198,7 @@ async def postgres_settings(cluster: Cluster) -> tuple[dict[str, str], str]:
 
 
 async def measure_store(store: str, env: dict[str, str], emulator: subprocess.Popen[bytes], emulator_url: str,
-                        cluster: Cluster | None, database: str | None) -> list[dict[str, Any]]:
+                        direct: Upstream, cluster: Cluster | None, database: str | None) -> list[dict[str, Any]]:
     key = run_cli(env, "tenants", "add", "bench").strip().splitlines()[-1]
     run_cli(env, "credentials", "set", "bench", "foundry", "--kind", "azure_openai", "--endpoint", emulator_url,
             "--api-key-stdin", stdin="bench-key")
@@ -197,54 +213,59 @@ async def measure_store(store: str, env: dict[str, str], emulator: subprocess.Po
             postmaster = cluster.postmaster_pid()
             groups["postgres"] = lambda: [postmaster, *children(postmaster)]
         meter = CpuMeter(groups)
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-            for flow, inputs in FLOWS.items():
-                url = f"http://127.0.0.1:{port}/api/flows/{flow}/runs"
-                body = json.dumps({"inputs": inputs}).encode()
-                headers = {"x-api-key": key, "content-type": "application/json"}
+        before: list[tuple[int, int]] = []
+
+        async def begin() -> None:
+            if cluster is not None and database is not None:
+                before[:] = [await statements(cluster.admin_dsn, database)]
+            meter.start()
+
+        for flow, inputs in FLOWS.items():
+            url = f"http://127.0.0.1:{port}/api/flows/{flow}/runs"
+            body = json.dumps({"inputs": inputs}).encode()
+            headers = {"x-api-key": key, "content-type": "application/json"}
+            async with new_client() as client:
                 for _ in range(WARM_UP):
                     response = await client.post(url, content=body, headers=headers)
                     if response.status_code != 200:
                         raise RuntimeError(f"warm-up run failed: {response.status_code} {response.text[:300]}")
-                for concurrency in CONCURRENCY:
-                    before = await statements(cluster.admin_dsn, database) if cluster and database else None
-                    meter.start()
-                    loop = await closed_loop(client, url, body, headers, concurrency)
-                    cpu = meter.stop()
-                    row: dict[str, Any] = {"store": store, "flow": flow, "c": concurrency, "loop": loop,
-                                           "cpu": {name: seconds * 1000 / loop.runs for name, seconds in cpu.items()}}
-                    if cluster and database and before is not None:
-                        after = await statements(cluster.admin_dsn, database)
-                        row["statements"] = (after[0] - before[0]) / loop.runs
-                        row["transactions"] = (after[1] - before[1]) / loop.runs
-                    rows.append(row)
+            for concurrency in CONCURRENCY:
+                upstream = await direct.measure(concurrency)
+                loop = await closed_loop(url, body, headers, concurrency, begin)
+                cpu = meter.stop()
+                row: dict[str, Any] = {"store": store, "flow": flow, "c": concurrency, "loop": loop,
+                                       "cpu": {name: seconds * 1000 / loop.runs for name, seconds in cpu.items()},
+                                       "upstream": upstream}
+                if cluster is not None and database is not None:
+                    after = await statements(cluster.admin_dsn, database)
+                    row["statements"] = (after[0] - before[0][0]) / loop.runs
+                    row["transactions"] = (after[1] - before[0][1]) / loop.runs
+                rows.append(row)
     finally:
         serve.terminate()
         serve.wait(timeout=10)
     return rows
 
 
-async def measure_direct(emulator: subprocess.Popen[bytes], emulator_url: str) -> dict[int, dict[str, Any]]:
-    """The upstream alone: the chat call a run makes, sent straight to the emulator by the same client."""
-    url = f"{emulator_url}/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21"
-    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": FLOWS["one-step"]["q"]}],
-                       "max_completion_tokens": 32}).encode()
-    headers = {"api-key": "bench-key", "content-type": "application/json"}
-    meter = CpuMeter({"emulator": lambda: [emulator.pid]})
-    found = {}
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        for _ in range(WARM_UP):
-            await client.post(url, content=body, headers=headers)
-        for concurrency in CONCURRENCY:
-            meter.start()
-            loop = await closed_loop(client, url, body, headers, concurrency)
-            found[concurrency] = {"loop": loop, "cpu": meter.stop()["emulator"] * 1000 / loop.runs}
-    return found
+class Upstream:
+    """The upstream alone: the chat call a run makes, sent straight to the emulator by the same kind of client."""
+
+    def __init__(self, emulator: subprocess.Popen[bytes], emulator_url: str) -> None:
+        self.url = f"{emulator_url}/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21"
+        self.body = json.dumps({"model": "gpt-4o-mini", "max_completion_tokens": 32,
+                                "messages": [{"role": "user", "content": FLOWS["one-step"]["q"]}]}).encode()
+        self.headers = {"api-key": "bench-key", "content-type": "application/json"}
+        self.meter = CpuMeter({"emulator": lambda: [emulator.pid]})
+
+    async def measure(self, concurrency: int) -> dict[str, Any]:
+        async def begin() -> None:
+            self.meter.start()
+
+        loop = await closed_loop(self.url, self.body, self.headers, concurrency, begin)
+        return {"loop": loop, "cpu": self.meter.stop()["emulator"] * 1000 / loop.runs}
 
 
-async def measure() -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
+async def measure() -> list[dict[str, Any]]:
     work = Path(tempfile.mkdtemp(prefix="tf-http-load-"))
     flows = work / "flows"
     flows.mkdir()
@@ -261,15 +282,16 @@ async def measure() -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
     rows: list[dict[str, Any]] = []
     try:
         wait_for(f"{emulator_url}/health", emulator)
-        direct = await measure_direct(emulator, emulator_url)
+        direct = Upstream(emulator, emulator_url)
         sqlite_env = {**base, "TENANTFLOW_STORE": "sqlite", "TENANTFLOW_SQLITE_PATH": str(work / "bench.db")}
-        rows += await measure_store("sqlite", sqlite_env, emulator, emulator_url, None, None)
+        rows += await measure_store("sqlite", sqlite_env, emulator, emulator_url, direct, None, None)
         if os.geteuid() == 0:
             cluster = Cluster("-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_utility=on"
                               " -c max_connections=100")
             cluster.start()
             pg_env, database = await postgres_settings(cluster)
-            rows += await measure_store("postgres", {**base, **pg_env}, emulator, emulator_url, cluster, database)
+            rows += await measure_store("postgres", {**base, **pg_env}, emulator, emulator_url, direct, cluster,
+                                        database)
         else:
             print("# postgres skipped: starting the bench's own cluster needs root", file=sys.stderr)
     finally:
@@ -279,22 +301,20 @@ async def measure() -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
             cluster.stop()
             cluster.remove()
         shutil.rmtree(work, ignore_errors=True)
-    return direct, rows
+    return rows
 
 
-def report(direct: dict[int, dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    print("\nEnd-to-end HTTP load (closed loop; added = serve - direct upstream at the same concurrency)")
+def report(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    print("\nEnd-to-end HTTP load (closed loop; added = serve - the direct upstream loop run just before it)")
     header = (f"{'store':<8} {'flow':<14} {'c':>3} {'runs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} "
               f"{'+p99 ms':>8} {'serve cpu':>10} {'emu cpu':>8} {'pg cpu':>7} {'stmts':>6} {'xacts':>6} {'fail':>5}")
     print(header)
-    for concurrency, found in direct.items():
-        loop = found["loop"]
-        print(f"{'direct':<8} {'upstream':<14} {concurrency:>3} {loop.rate:>8.0f} {loop.percentile(0.5):>8.2f} "
-              f"{loop.percentile(0.99):>8.2f} {'':>8} {'':>8} {'':>10} {found['cpu']:>8.2f} {'':>7} {'':>6} {'':>6} "
-              f"{loop.failures:>5}")
     figures: dict[str, Any] = {}
     for row in rows:
-        loop, upstream = row["loop"], direct[row["c"]]["loop"]
+        loop, upstream = row["loop"], row["upstream"]["loop"]
+        print(f"{'direct':<8} {'upstream':<14} {row['c']:>3} {upstream.rate:>8.0f} {upstream.percentile(0.5):>8.2f} "
+              f"{upstream.percentile(0.99):>8.2f} {'':>8} {'':>8} {'':>10} {row['upstream']['cpu']:>8.2f} {'':>7} "
+              f"{'':>6} {'':>6} {upstream.failures:>5}")
         added50 = loop.percentile(0.5) - upstream.percentile(0.5)
         added99 = loop.percentile(0.99) - upstream.percentile(0.99)
         pg = row["cpu"].get("postgres")
@@ -316,8 +336,7 @@ def report(direct: dict[int, dict[str, Any]], rows: list[dict[str, Any]]) -> dic
 
 
 def run() -> dict[str, Any]:
-    direct, rows = asyncio.run(measure())
-    return report(direct, rows)
+    return report(asyncio.run(measure()))
 
 
 if __name__ == "__main__":

@@ -136,8 +136,9 @@ class TenantService:
         """False when the tenant has no such key (another tenant's key id is "no such key", too)."""
         if not isinstance(key_id, str) or not KEY_ID.match(key_id):
             return False
-        self.forget(lambda cached_key_id, _: cached_key_id == key_id)
-        return await self.store.revoke_api_key(tenant_id, key_id)
+        revoked = await self.store.revoke_api_key(tenant_id, key_id)
+        self.forget(lambda cached_key_id, _: cached_key_id == key_id)  # after the write: nothing re-caches it
+        return revoked
 
     async def authenticate(self, api_key: str) -> Tenant | None:
         """The tenant an API key belongs to, or None (malformed, unknown, wrong secret or revoked). Suspension is
@@ -178,7 +179,7 @@ class TenantService:
         tenant = await self.store.get(tenant_id)
         if tenant is None:
             raise WebhookRefused("invalid webhook signature")
-        secret = await self.webhook_secret(tenant_id)
+        secret = await self.webhook_secret_of(tenant)
         expected = hmac.new(secret.reveal().encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, signature.lower()):
             raise WebhookRefused("invalid webhook signature")
@@ -188,13 +189,15 @@ class TenantService:
         return tenant
 
     async def webhook_secret(self, tenant_id: str) -> Secret:
-        tenant = await self.require(tenant_id)
+        return await self.webhook_secret_of(await self.require(tenant_id))
+
+    async def webhook_secret_of(self, tenant: Tenant) -> Secret:
         if tenant.webhook_secret_blob is None:
-            return await self.rotate_webhook_secret(tenant_id)
+            return await self.rotate_webhook_secret(tenant.id)
         try:
-            return Secret(self.box.decrypt(tenant.webhook_secret_blob, webhook_aad(tenant_id)).decode())
+            return Secret(self.box.decrypt(tenant.webhook_secret_blob, webhook_aad(tenant.id)).decode())
         except DecryptionError as exc:
-            raise TenantError(f"tenant {tenant_id}: the webhook secret cannot be decrypted: {exc}") from None
+            raise TenantError(f"tenant {tenant.id}: the webhook secret cannot be decrypted: {exc}") from None
 
     async def rotate_webhook_secret(self, tenant_id: str) -> Secret:
         await self.require(tenant_id)

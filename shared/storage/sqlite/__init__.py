@@ -21,7 +21,11 @@ from shared.storage.sqlite.stores import (
 
 async def open_sqlite_stores(settings: Settings) -> Stores:
     db = SqliteDatabase(settings.sqlite_path)
-    await db.migrate()
+    try:
+        await db.migrate()
+    except BaseException:
+        await db.close()  # an unusable file: its worker thread must not outlive the attempt (callers retry)
+        raise
     return Stores(
         backend="sqlite",
         tenants=SqliteTenantStore(db),
