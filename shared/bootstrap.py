@@ -69,7 +69,7 @@ async def build_services(settings: Settings | None = None, *, stores: Stores | N
                          model: ModelPort | None = None, env: Mapping[str, str] | None = None,
                          secret_resolver: SecretResolver | None = None, queue: RunQueue | None = None) -> Services:
     settings = with_encryption_keys(settings or Settings.from_env())
-    endpoints = EndpointAllowlist(settings.allowed_hosts)
+    endpoints = EndpointAllowlist(settings.allowed_hosts, settings.allowed_host_suffixes)
     connections = load_settings_connections(settings, env)
     catalog = FlowCatalog(settings.flows_dir, connections)
     prices = PriceBook.load(settings.prices_file)
@@ -78,7 +78,8 @@ async def build_services(settings: Settings | None = None, *, stores: Stores | N
     model = model or OpenAIModelPort(endpoints)
     tenants = TenantService(stores.tenants, box)
     credentials = CredentialService(stores.credentials, stores.tenants, box, endpoints,
-                                    resolver=secret_resolver or KeyVaultSecretResolver(),
+                                    resolver=secret_resolver or KeyVaultSecretResolver(
+                                        allowed_vaults=settings.allowed_key_vaults),
                                     ttl=settings.credential_cache_ttl)
     if queue is None:
         queue = (StorageRunQueue(settings.queue_connection.reveal(), settings.run_queue)

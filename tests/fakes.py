@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
+
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from shared.engine.ports import ChatRequest, ChatResult, CredentialSource, EndpointPolicy, ModelPort, StepFailure
 from shared.engine.usage import TokenUsage
@@ -49,3 +52,23 @@ class AllowAll(EndpointPolicy):
         if "blocked" in endpoint:
             raise StepFailure(f"endpoint {endpoint} is not allowed", "endpoint_refused")
         return endpoint.rstrip("/")
+
+
+class StaticResolver(AbstractResolver):
+    """DNS for tests: each name in `addresses` resolves to its address (e.g. a public-looking name → 127.0.0.1)."""
+
+    def __init__(self, addresses: dict[str, str]) -> None:
+        self.addresses = addresses
+        self.asked: list[str] = []
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        self.asked.append(host)
+        if host not in self.addresses:
+            raise OSError(f"{host}: no such name in the test resolver")
+        address = self.addresses[host]
+        kind = socket.AF_INET6 if ":" in address else socket.AF_INET
+        return [{"hostname": host, "host": address, "port": port, "family": kind, "proto": 0, "flags": 0}]
+
+    async def close(self) -> None:
+        return None

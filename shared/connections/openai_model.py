@@ -1,6 +1,7 @@
-"""The model port over the real `openai` SDK: one cached client per (endpoint, credential), a shared HTTP pool,
-and a retry loop that honours `retry-after-ms` / `retry-after` but never retries `insufficient_quota` or a
-content-filter refusal. `openai` and `azure.identity` are imported when the first client is built."""
+"""The model port over the real `openai` SDK: one cached client per (endpoint, credential), a shared HTTP pool
+(the SDK's aiohttp client, with checked addresses and no redirects: shared/connections/outbound.py), and a retry
+loop that honours `retry-after-ms` / `retry-after` but never retries `insufficient_quota` or a content-filter
+refusal. `openai` and `azure.identity` are imported when the first client is built."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import asyncio
 import hashlib
 import random
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.engine.ports import ChatRequest, ChatResult, Connection, EndpointPolicy, ModelPort, StepFailure
+from shared.connections.allowlist import EndpointAllowlist
+from shared.connections.outbound import AddressRefused, checked_http_client, outbound_refusal
+from shared.engine.ports import ChatRequest, ChatResult, Connection, ModelPort, StepFailure
 from shared.engine.usage import TokenUsage
 
 COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -28,7 +32,9 @@ def client_key(connection: Connection) -> tuple[str, ...]:
 class ClientCache:
     """LRU of openai clients sharing one HTTP connection pool. Building a client costs ~20 ms; reuse it."""
 
-    def __init__(self, max_clients: int = 256, token_credential: Any = None) -> None:
+    def __init__(self, http_client_factory: Callable[[], Any], max_clients: int = 256,
+                 token_credential: Any = None) -> None:
+        self.http_client_factory = http_client_factory
         self.max_clients = max_clients
         self.clients: OrderedDict[tuple[str, ...], Any] = OrderedDict()
         self.by_identity: dict[tuple[str, ...], tuple[str, ...]] = {}  # (kind, endpoint, auth) → current key
@@ -58,8 +64,7 @@ class ClientCache:
         import openai
 
         if self.http_client is None:
-            factory = getattr(openai, "DefaultAsyncHttpx2Client", None) or openai.DefaultAsyncHttpxClient
-            self.http_client = factory()
+            self.http_client = self.http_client_factory()
         api_key = connection.api_key.reveal() if connection.api_key is not None else None
         if connection.kind == "openai":
             return openai.AsyncOpenAI(api_key=api_key, base_url=connection.endpoint or None, max_retries=0,
@@ -90,10 +95,11 @@ class ClientCache:
 
 
 class OpenAIModelPort(ModelPort):
-    def __init__(self, endpoints: EndpointPolicy, clients: ClientCache | None = None, max_attempts: int = 4,
-                 timeout: float = 120.0, sleep: Any = asyncio.sleep) -> None:
+    def __init__(self, endpoints: EndpointAllowlist, clients: ClientCache | None = None, max_attempts: int = 4,
+                 timeout: float = 120.0, sleep: Any = asyncio.sleep, resolver: Any = None) -> None:
+        """`resolver` (an aiohttp AbstractResolver) replaces DNS for every model call: the seam tests use."""
         self.endpoints = endpoints
-        self.clients = clients or ClientCache()
+        self.clients = clients or ClientCache(lambda: checked_http_client(endpoints, resolver))
         self.max_attempts = max_attempts
         self.timeout = timeout
         self.sleep = sleep
@@ -140,6 +146,10 @@ class OpenAIModelPort(ModelPort):
             except openai.NotFoundError:
                 raise StepFailure(f"deployment {request.model!r} not found at {host}", "deployment_not_found") from None
             except (openai.InternalServerError, openai.APIConnectionError) as exc:
+                refusal = outbound_refusal(exc)
+                if refusal is not None:
+                    code = "address_refused" if isinstance(refusal, AddressRefused) else "redirect_refused"
+                    raise StepFailure(str(refusal), code) from None
                 if attempt == self.max_attempts:
                     what = "unreachable" if isinstance(exc, openai.APIConnectionError) else "failing"
                     raise StepFailure(f"the model endpoint {host} is {what} after {attempt} attempts",
@@ -148,6 +158,9 @@ class OpenAIModelPort(ModelPort):
                 await self.sleep(retry_delay(headers, attempt))
                 continue
             except openai.APIStatusError as exc:
+                if 300 <= exc.status_code < 400:  # the transport raises first; kept in case a client skips it
+                    raise StepFailure(f"the model endpoint {host} answered with a redirect (HTTP {exc.status_code}); "
+                                      "redirects are never followed", "redirect_refused") from None
                 raise StepFailure(f"the model at {host} answered HTTP {exc.status_code}", "model_error") from None
             return to_result(response, host, attempt)
         raise StepFailure(f"no answer from {host}", "model_unavailable")  # pragma: no cover - loop always returns
