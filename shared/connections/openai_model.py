@@ -15,8 +15,10 @@ from urllib.parse import urlsplit
 
 from shared.connections.allowlist import EndpointAllowlist
 from shared.connections.outbound import AddressRefused, checked_http_client, outbound_refusal
+from shared.engine.model_names import MODEL_NAME_RULE, is_model_name
 from shared.engine.ports import ChatRequest, ChatResult, Connection, ModelPort, StepFailure
 from shared.engine.usage import TokenUsage
+from shared.secret import redact_text
 
 COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
 MAX_RETRY_WAIT = 30.0
@@ -109,6 +111,8 @@ class OpenAIModelPort(ModelPort):
 
         connection = request.connection
         self.endpoints.check(connection.endpoint)
+        if not is_model_name(request.model):  # it goes into the URL path; its value is not echoed
+            raise StepFailure(f"the model name is not a deployment name ({MODEL_NAME_RULE})", "invalid_model")
         client = self.clients.get(connection)
         host = urlsplit(connection.endpoint).hostname or ""
         arguments: dict[str, Any] = {
@@ -136,7 +140,7 @@ class OpenAIModelPort(ModelPort):
                 if error_code(exc) == "content_filter":
                     raise StepFailure(f"the prompt was blocked by the content filter of {host}",
                                       "content_filter") from None
-                raise StepFailure(f"the model at {host} rejected the request: {safe_message(exc)}",
+                raise StepFailure(f"the model at {host} rejected the request: {safe_message(exc, connection)}",
                                   "bad_request") from None
             except openai.AuthenticationError:
                 raise StepFailure(f"authentication failed at {host}: check the credential's key or role",
@@ -162,20 +166,22 @@ class OpenAIModelPort(ModelPort):
                     raise StepFailure(f"the model endpoint {host} answered with a redirect (HTTP {exc.status_code}); "
                                       "redirects are never followed", "redirect_refused") from None
                 raise StepFailure(f"the model at {host} answered HTTP {exc.status_code}", "model_error") from None
-            return to_result(response, host, attempt)
+            return to_result(response, host, attempt, request.model)
         raise StepFailure(f"no answer from {host}", "model_unavailable")  # pragma: no cover - loop always returns
 
     async def close(self) -> None:
         await self.clients.close()
 
 
-def to_result(response: Any, host: str, attempt: int) -> ChatResult:
+def to_result(response: Any, host: str, attempt: int, requested_model: str) -> ChatResult:
+    """The endpoint's answer; a `model` it names that is not a deployment name is replaced by the requested one
+    (the field reaches the ledger and CSV exports)."""
     choice = response.choices[0] if response.choices else None
     message = choice.message if choice is not None else None
     return ChatResult(
         content=(message.content if message is not None else None) or "",
         role=(message.role if message is not None else None) or "assistant",
-        model=response.model or "",
+        model=response.model if is_model_name(response.model) else requested_model,
         finish_reason=choice.finish_reason if choice is not None else None,
         usage=TokenUsage.from_openai(response.usage),
         endpoint_host=host,
@@ -192,12 +198,15 @@ def error_code(exc: Any) -> str | None:
     return getattr(exc, "code", None)
 
 
-def safe_message(exc: Any) -> str:
+def safe_message(exc: Any, connection: Connection | None = None) -> str:
+    """Up to 300 characters of the endpoint's error message, without the connection's key, or anything that looks
+    like a key (an endpoint that echoes what it was sent must not plant the key in run history)."""
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return inner["message"][:300]
+            key = connection.api_key.reveal() if connection is not None and connection.api_key is not None else ""
+            return redact_text(inner["message"][:600], (key,) if key else ())[:300]
     return f"HTTP {getattr(exc, 'status_code', '?')}"
 
 

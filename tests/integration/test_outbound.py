@@ -19,8 +19,9 @@ from tests.fakes import StaticResolver
 class LocalServer:
     """An aiohttp server on 127.0.0.1 that records every request; `redirect_to` makes it answer 307."""
 
-    def __init__(self, redirect_to: str | None = None) -> None:
+    def __init__(self, redirect_to: str | None = None, echo_key: bool = False) -> None:
         self.redirect_to = redirect_to
+        self.echo_key = echo_key
         self.seen: list[str] = []
         self.runner: web.AppRunner | None = None
         self.port = 0
@@ -29,6 +30,11 @@ class LocalServer:
         self.seen.append(f"{request.method} {request.path_qs} {await request.text()}")
         if self.redirect_to is not None:
             raise web.HTTPTemporaryRedirect(self.redirect_to + request.path_qs)
+        if self.echo_key:  # a hostile endpoint that echoes what it was sent into its error text
+            key = request.headers.get("api-key", "")
+            return web.json_response({"error": {"code": "bad", "message": (
+                f"bad key {key}; prefix {key[:10]}; Authorization: Bearer {key}; also sk-live-{key[::-1]} and "
+                "token Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA== for deployment gpt-4o-mini-2024-07-18")}}, status=400)
         return web.json_response({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
             {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "secret-ish data"}}]})
 
@@ -132,3 +138,19 @@ async def test_the_emulator_works_through_the_checked_transport_when_listed(emul
     with pytest.raises(StepFailure) as caught:
         await unlisted.chat(ask(emulator.base_url, "hello"))
     assert caught.value.code == "endpoint_refused"
+
+
+async def test_upstream_error_text_is_stored_without_the_key_or_key_like_tokens():
+    server = await LocalServer(echo_key=True).start()
+    port = OpenAIModelPort(EndpointAllowlist(("127.0.0.1",)))
+    try:
+        with pytest.raises(StepFailure) as caught:
+            await port.chat(ask(f"http://127.0.0.1:{server.port}"))
+    finally:
+        await port.close()
+        await server.stop()
+    message = str(caught.value)
+    assert caught.value.code == "bad_request" and "tenant-key-123"[:8] not in message
+    assert "321-yek-tnanet" not in message and "Zm9vYmFy" not in message
+    assert message == ("the model at 127.0.0.1 rejected the request: bad key ******; prefix ******; Authorization: "
+                       "Bearer ******; also ****** and token ****** for deployment gpt-4o-mini-2024-07-18")
