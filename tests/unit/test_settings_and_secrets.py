@@ -14,6 +14,7 @@ from shared.engine.inputs import coerce_inputs
 from shared.engine.parser import parse_flow
 from shared.engine.usage import TokenUsage
 from shared.secret import MASK, Secret, SecretExposureError, mask_secrets, redact_text, secrets_refuse_text
+from shared.services.usage import csv_cell
 from shared.settings import Settings, SettingsError
 
 KEY = base64.b64encode(bytes(range(32))).decode()
@@ -101,3 +102,11 @@ ECHOED_KEY = "0123456789abcdef0123456789abcdef"
 ])
 def test_redact_text_removes_the_key_and_anything_key_like(text, expected):
     assert redact_text(text, (ECHOED_KEY,)) == (text if expected is None else expected)
+
+
+@pytest.mark.parametrize("cell, written", [
+    ("=1+1", "'=1+1"), ("+1", "'+1"), ("-1", "'-1"), ("@x", "'@x"), ("\tx", "'\tx"), ("\rx", "' x"),
+    ("a\rb\nc", "a b c"), ("gpt-4o", "gpt-4o"), ("a=b", "a=b"), (None, ""), (12, "12"),
+])
+def test_csv_cells_never_start_a_formula(cell, written):
+    assert csv_cell(cell) == written
