@@ -76,13 +76,13 @@ async def cmd_run(args: argparse.Namespace) -> int:
         except json.JSONDecodeError as exc:
             raise CliError(f"--inputs-json: not JSON: {exc.msg}") from None
     async with services() as svc:
+        flow = svc.catalog.load_reference(args.flow)  # an id or a path (the CLI alone may name a path)
         if svc.settings.store == "sqlite" and await svc.stores.tenants.get(args.tenant) is None:
             # the embedded local store only: a developer's first run needs no set-up; server stores stay strict
-            svc.catalog.get(args.flow)  # an unknown or invalid flow is reported before anything is created
             await svc.tenants.add(args.tenant)
             print(f"note: tenant {args.tenant!r} was not in the local store; added it "
                   f"(`tenantflow tenants keys create {args.tenant}` for an API key)", file=sys.stderr)
-        run = await svc.runs.run(args.tenant, args.flow, inputs, "cli", from_strings=True, run_id=args.run_id)
+        run = await svc.runs.run(args.tenant, flow, inputs, "cli", from_strings=True, run_id=args.run_id)
     result = run_to_json(run)
     if args.json:
         print(json.dumps(result, indent=2))
