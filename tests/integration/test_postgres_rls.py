@@ -4,6 +4,10 @@ scope, cross-tenant reads only through the tenantflow_* functions, and an app th
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -204,6 +208,41 @@ async def test_an_app_whose_schema_is_behind_stops_with_the_command_to_run():
         message = str(caught.value)
         assert "\n" not in message and "migration 0001_initial.sql and" in message
         assert "run `tenantflow db migrate` (with TENANTFLOW_POSTGRES_MIGRATION_DSN set)" in message
+    finally:
+        await postgres_backend.admin_execute(admin, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+def cli(*args: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TENANTFLOW_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(), **env_extra}
+    result = subprocess.run([sys.executable, "-m", "shared.cli", *args], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+async def test_db_migrate_command_migrates_once_then_the_app_starts():
+    admin = require_service("TENANTFLOW_TEST_POSTGRES_ADMIN_DSN")
+    await postgres_backend.ensure_template(admin)
+    name = f"tf_pg_cli_{uuid.uuid4().hex[:8]}"
+    await postgres_backend.admin_execute(admin, sql.SQL("CREATE DATABASE {} OWNER {}").format(
+        sql.Identifier(name), sql.Identifier(postgres_backend.OWNER)))
+    env = {"TENANTFLOW_STORE": "postgres",
+           "TENANTFLOW_POSTGRES_DSN": postgres_backend.dsn(admin, postgres_backend.APP, name),
+           "TENANTFLOW_POSTGRES_MIGRATION_DSN": postgres_backend.dsn(admin, postgres_backend.OWNER, name)}
+    try:
+        before = cli("tenants", "list", env_extra=env)
+        assert before.returncode != 0 and "migration 0001_initial.sql and" in before.stderr
+        assert "run `tenantflow db migrate`" in before.stderr and len(before.stderr.strip().splitlines()) == 1
+        first = cli("db", "migrate", env_extra=env)
+        assert first.returncode == 0 and first.stdout.startswith("applied: 0001_initial.sql")
+        assert "0004_tenant_isolation.sql" in first.stdout
+        again = cli("db", "migrate", env_extra=env)
+        assert again.returncode == 0 and again.stdout.strip() == "schema is up to date"
+        assert cli("tenants", "add", "acme", env_extra=env).returncode == 0
+        assert "acme" in cli("tenants", "list", env_extra=env).stdout
+        no_owner = cli("db", "migrate", env_extra={**env, "TENANTFLOW_POSTGRES_MIGRATION_DSN": ""})
+        assert no_owner.returncode != 0 and "TENANTFLOW_POSTGRES_MIGRATION_DSN" in no_owner.stderr
     finally:
         await postgres_backend.admin_execute(admin, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(name)))
