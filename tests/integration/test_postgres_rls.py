@@ -16,7 +16,17 @@ import pytest
 from psycopg import AsyncConnection, errors, sql
 
 from shared.storage.factory import open_stores
-from shared.storage.models import ApiKey, Budget, RunRecord, Schedule, StoredCredential, Tenant, UsageRecord
+from shared.storage.models import (
+    ApiKey,
+    BookBatch,
+    Budget,
+    Lease,
+    RunRecord,
+    Schedule,
+    StoredCredential,
+    Tenant,
+    UsageRecord,
+)
 from shared.storage.ports import NotFound
 from shared.storage.postgres.database import PostgresDatabase, SchemaNotReady, migrate
 from tests.backends import postgres_backend
@@ -40,7 +50,9 @@ async def pg(tmp_path):
         await stores.usage.record([UsageRecord(tenant, f"run-{tenant}", "f", "s", 0, 1, "gpt-4o", "x.openai.azure.com",
                                                10, 5, 15, 0, 0, Decimal("0.1"), NOW)])
         await stores.budgets.set_budget(Budget(tenant, 1000, Decimal("5")))
-        await stores.budgets.reserve(tenant, "2026-11", 10, Decimal("0.01"), 1000, Decimal("5"))
+        await stores.bookkeeping.commit(BookBatch(tenant, reserve=Lease(
+            tenant, "lease-" + tenant, f"run-{tenant}", "2026-11", 10, Decimal("0.01"), NOW + timedelta(days=3650)),
+            limits=Budget(tenant, 1000, Decimal("5"))))
         await stores.schedules.add(Schedule(f"sched-{tenant}", tenant, "f", "* * * * *", {"x": 1}, created_at=NOW))
         await stores.replay.first_use(tenant, "nonce-" + tenant, NOW + timedelta(days=3650))
     yield settings, stores
@@ -64,6 +76,7 @@ TENANT_TABLES = {
     "budget_counters": ("tenant_id", "INSERT INTO budget_counters (tenant_id, period) VALUES ('tenant-b', '2027-01')"),
     "schedules": ("tenant_id", "INSERT INTO schedules VALUES ('s2', 'tenant-b', 'f', '* * * * *', '{}', true, now())"),
     "replay_guard": ("tenant_id", "INSERT INTO replay_guard VALUES ('tenant-b', 'n2', now())"),
+    "budget_leases": ("tenant_id", "INSERT INTO budget_leases VALUES ('tenant-b', 'l2', 'r', '2027-01', 1, 1, now())"),
 }
 
 
@@ -158,6 +171,9 @@ async def test_cross_tenant_functions_return_fixed_narrow_answers(pg):
     assert await stores.schedules.remove("sched-tenant-b") and await stores.schedules.get("sched-tenant-b") is None
     assert {r.group for r in await stores.usage_queries.summarize(None, None, None, "tenant")} == set(TENANTS)
     assert [r.group for r in await stores.usage_queries.summarize("tenant-a", None, None, "tenant")] == ["tenant-a"]
+    # the lease sweep walks every tenant through tenantflow_tenants() and releases expired leases in scope
+    assert await stores.bookkeeping.release_expired(NOW + timedelta(days=3651)) == 2
+    assert await stores.bookkeeping.leases("tenant-a") == [] and await stores.bookkeeping.leases("tenant-b") == []
 
 
 async def test_the_owner_reads_all_but_writes_only_in_scope(pg):

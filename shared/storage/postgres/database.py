@@ -11,12 +11,12 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
-from psycopg import AsyncConnection, DataError, errors, sql
+from psycopg import AsyncConnection, DataError, OperationalError, errors, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from shared.storage.ports import NotFound
+from shared.storage.ports import NotFound, StoreUnavailable
 
 MIGRATION_LOCK = 7_270_707
 
@@ -26,12 +26,21 @@ class SchemaNotReady(RuntimeError):
 
 
 class PostgresDatabase:
-    def __init__(self, dsn: str, min_size: int = 1, max_size: int = 10) -> None:
-        self.pool = AsyncConnectionPool(dsn, min_size=min_size, max_size=max_size, open=False,
-                                        kwargs={"row_factory": dict_row, "autocommit": False})
+    """Connections are in autocommit mode: a single statement (a call of one of the migration's functions) is
+    its own transaction and costs one round trip; `transaction()` opens an explicit one."""
+
+    def __init__(self, dsn: str, min_size: int = 1, max_size: int = 10, timeout: float = 10.0) -> None:
+        info = conninfo_to_dict(dsn)
+        self.address = f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}"
+        self.pool = AsyncConnectionPool(dsn, min_size=min_size, max_size=max_size, open=False, timeout=timeout,
+                                        kwargs={"row_factory": dict_row, "autocommit": True})
 
     async def open(self) -> None:
-        await self.pool.open(wait=True, timeout=30)
+        try:
+            await self.pool.open(wait=True, timeout=30)
+        except PoolTimeout as exc:
+            await self.pool.close()
+            raise self.unavailable(exc) from None
         try:
             await self.check_schema()
         except BaseException:
@@ -39,18 +48,44 @@ class PostgresDatabase:
             raise
 
     async def check_schema(self) -> None:
+        """The app never migrates: a schema behind the code stops it with the migration to apply."""
         async with self.pool.connection() as connection:
             try:
                 rows: list[Any] = await (await connection.execute("SELECT version FROM schema_migrations")).fetchall()
                 applied = {int(row["version"]) for row in rows}
             except (errors.UndefinedTable, errors.InsufficientPrivilege):
                 applied = set()
-            await connection.rollback()
         missing = [name for version, name, _ in migrations() if version not in applied]
         if missing:
             more = f" and {len(missing) - 1} more are" if len(missing) > 1 else " is"
             raise SchemaNotReady(f"PostgreSQL schema is behind this app: migration {missing[0]}{more} not applied; "
                                  "run `tenantflow db migrate` (with TENANTFLOW_POSTGRES_MIGRATION_DSN set)")
+
+    def unavailable(self, exc: BaseException) -> StoreUnavailable:
+        """One line naming the cause and the server, never the DSN's credentials."""
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "refused" in text.lower():
+            text = "connection refused"
+        elif isinstance(exc, PoolTimeout):
+            text = "no connection could be made in time"
+        return StoreUnavailable(f"PostgreSQL at {self.address} is unavailable: {text}")
+
+    async def call(self, query: str, params: Any) -> dict[str, Any]:
+        """One statement in autocommit: one round trip. A pooled connection that the server dropped (a restart)
+        is replaced and the statement sent once more; other failures raise StoreUnavailable. A NUL in a value
+        (no stored id holds one) is NotFound, not a driver error."""
+        for attempt in (1, 2):
+            try:
+                async with self.pool.connection() as connection:
+                    return await (await connection.execute(query, params)).fetchone()  # type: ignore[return-value]
+            except PoolTimeout as exc:
+                raise self.unavailable(exc) from None
+            except DataError as exc:
+                raise nul_refused(exc) from None
+            except OperationalError as exc:
+                if attempt == 2 or not connection.broken:
+                    raise self.unavailable(exc) from None
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         await self.pool.close()
@@ -70,9 +105,14 @@ class PostgresDatabase:
                         await connection.execute("SELECT set_config('tenantflow.tenant_id', %s, true)", (tenant_id,))
                     yield connection
         except DataError as exc:
-            if "NUL" not in str(exc):
-                raise
-            raise NotFound("no such record: a value holds a NUL character") from None
+            raise nul_refused(exc) from None
+        except (OperationalError, PoolTimeout) as exc:
+            raise self.unavailable(exc) from None
+
+
+def nul_refused(exc: DataError) -> Exception:
+    """psycopg refuses NUL in text before sending it: no row can match, so that is the port's NotFound."""
+    return NotFound("no such record: a value holds a NUL character") if "NUL" in str(exc) else exc
 
 
 def migrations() -> list[tuple[int, str, str]]:

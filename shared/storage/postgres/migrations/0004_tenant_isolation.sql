@@ -114,6 +114,29 @@ CREATE FUNCTION tenantflow_usage_run_days(p_start date, p_end date) RETURNS SETO
     AS $$ SELECT * FROM public.usage_run_days
           WHERE (p_start IS NULL OR day >= p_start) AND (p_end IS NULL OR day <= p_end) $$;
 
+-- 0003's lease sweep walks every tenant: under row-level security on `tenants` it reads the list through
+-- tenantflow_tenants() (it still works on each tenant's leases under that tenant's own scope).
+CREATE OR REPLACE FUNCTION tf_release_expired(p_now timestamptz, p_limit integer) RETURNS integer
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_tenant text;
+    v_ids text[];
+    v_count integer := 0;
+BEGIN
+    FOR v_tenant IN SELECT id FROM tenantflow_tenants() LOOP
+        EXIT WHEN v_count >= p_limit;
+        PERFORM set_config('tenantflow.tenant_id', v_tenant, true);
+        v_ids := ARRAY(SELECT lease_id FROM budget_leases WHERE tenant_id = v_tenant AND expires_at < p_now
+                       ORDER BY expires_at LIMIT p_limit - v_count);
+        IF cardinality(v_ids) > 0 THEN
+            PERFORM tf_book(v_tenant, jsonb_build_object('released', to_jsonb(v_ids)));
+            v_count := v_count + cardinality(v_ids);
+        END IF;
+    END LOOP;
+    RETURN v_count;
+END
+$$;
+
 REVOKE ALL ON FUNCTION tenantflow_api_key(text), tenantflow_tenants(),
     tenantflow_credentials_not_under_key(text, integer), tenantflow_stale_runs(text, integer),
     tenantflow_schedules(), tenantflow_schedule(text), tenantflow_usage_daily(date, date),
