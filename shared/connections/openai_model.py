@@ -14,7 +14,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.connections.allowlist import EndpointAllowlist
-from shared.connections.outbound import AddressRefused, checked_http_client, outbound_refusal
 from shared.engine.model_names import MODEL_NAME_RULE, is_model_name
 from shared.engine.ports import ChatRequest, ChatResult, Connection, ModelPort, StepFailure
 from shared.engine.usage import TokenUsage
@@ -101,13 +100,15 @@ class OpenAIModelPort(ModelPort):
                  timeout: float = 120.0, sleep: Any = asyncio.sleep, resolver: Any = None) -> None:
         """`resolver` (an aiohttp AbstractResolver) replaces DNS for every model call: the seam tests use."""
         self.endpoints = endpoints
-        self.clients = clients or ClientCache(lambda: checked_http_client(endpoints, resolver))
+        self.clients = clients or ClientCache(lambda: outbound_http_client(endpoints, resolver))
         self.max_attempts = max_attempts
         self.timeout = timeout
         self.sleep = sleep
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         import openai
+
+        from shared.connections.outbound import AddressRefused, outbound_refusal
 
         connection = request.connection
         self.endpoints.check(connection.endpoint)
@@ -171,6 +172,13 @@ class OpenAIModelPort(ModelPort):
 
     async def close(self) -> None:
         await self.clients.close()
+
+
+def outbound_http_client(endpoints: EndpointAllowlist, resolver: Any) -> Any:
+    """The checked aiohttp client (imported when the first client is built: aiohttp and httpx2 cost ~0.3 s)."""
+    from shared.connections.outbound import checked_http_client
+
+    return checked_http_client(endpoints, resolver)
 
 
 def to_result(response: Any, host: str, attempt: int, requested_model: str) -> ChatResult:
