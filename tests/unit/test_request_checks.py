@@ -86,3 +86,15 @@ def test_possible_path_segments_pass():
     assert check_flow_id("support-reply") == "support-reply"
     assert check_run_id("0f" * 16) == "0f" * 16 and check_run_id("sched:2026-01-01T00.00") == "sched:2026-01-01T00.00"
     assert check_tenant_segment("contoso-1") == "contoso-1"
+
+
+def test_service_id_rules_refuse_a_trailing_newline():
+    from shared.services.credentials import API_VERSION, CREDENTIAL_NAME, FIELD_NAME
+    from shared.services.tenants import API_KEY, KEY_ID, TenantError, check_tenant_id
+
+    with pytest.raises(TenantError):
+        check_tenant_id("acme\n")
+    assert check_tenant_id("acme") == "acme"
+    for pattern, good in ((KEY_ID, "0123456789ab"), (API_KEY, "tf_0123456789ab_" + "x" * 20),
+                          (CREDENTIAL_NAME, "foundry"), (FIELD_NAME, "region"), (API_VERSION, "2024-10-21")):
+        assert pattern.match(good) and not pattern.match(good + "\n")
