@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from psycopg import AsyncConnection
+from psycopg.conninfo import make_conninfo
 
 from shared.bootstrap import build_services
 from shared.secret import Secret
@@ -88,7 +89,8 @@ async def measure() -> dict[str, float]:
             figures[f"{name}_cold_credential_lookup_us"] = await cold_lookup_us(svc, "bench-tenant")
             if name == "postgres":
                 figures["postgres_ledger_writes_per_s"] = await ledger_writes_per_s(svc.stores, 50_000, 2_000)
-                await seed_million(settings.postgres_migration_dsn.reveal())
+                # seeded as the superuser: row-level security (FORCE) binds the owner's writes to one tenant
+                await seed_million(make_conninfo(settings.postgres_migration_dsn.reveal(), user="postgres"))
                 samples = []
                 for _ in range(7):
                     started = time.perf_counter()

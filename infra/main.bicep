@@ -159,6 +159,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'TENANTFLOW_DEFAULT_ENDPOINT', value: defaultEndpoint }
         { name: 'TENANTFLOW_DEFAULT_API_KEY', value: '' }   // empty: tenants bring their own connections
         { name: 'TENANTFLOW_ALLOWED_HOSTS', value: '' }
+        { name: 'TENANTFLOW_ALLOWED_HOST_SUFFIXES', value: '' }   // e.g. 'azure-api.net' to allow APIM gateways
+        { name: 'TENANTFLOW_ALLOWED_KEY_VAULTS', value: '' }   // never the app's own vault: it holds the app's keys
         { name: 'TENANTFLOW_FLOWS_DIR', value: 'flows' }
         { name: 'TENANTFLOW_CONNECTIONS_FILE', value: 'shared/connections/static_connections.yaml' }
         { name: 'TENANTFLOW_PRICES_FILE', value: 'shared/services/prices.yaml' }

@@ -12,7 +12,7 @@ from shared.connections.allowlist import EndpointAllowlist
 from shared.connections.azure_credential import AppAzureCredential
 from shared.connections.encryption import SecretBox, dev_key_file_keys
 from shared.connections.keyvault import KeyVaultSecretResolver, SecretResolver
-from shared.connections.openai_model import ClientCache, OpenAIModelPort
+from shared.connections.openai_model import ClientCache, OpenAIModelPort, outbound_http_client
 from shared.connections.static import load_settings_connections
 from shared.engine.executor import FlowExecutor
 from shared.engine.ports import Connection, ModelPort
@@ -77,16 +77,18 @@ async def build_services(settings: Settings | None = None, *, stores: Stores | N
     settings = with_encryption_keys(settings or Settings.from_env())
     clock = clock or SystemClock()
     azure_credential = AppAzureCredential()  # one for the app; it builds DefaultAzureCredential on first use
-    endpoints = EndpointAllowlist(settings.allowed_hosts)
+    endpoints = EndpointAllowlist(settings.allowed_hosts, settings.allowed_host_suffixes)
     connections = load_settings_connections(settings, env)
     catalog = FlowCatalog(settings.flows_dir, connections)
     prices = PriceBook.load(settings.prices_file)
     box = SecretBox(settings.encryption_keys)
     stores = stores or await open_stores(settings, azure_credential)
-    model = model or OpenAIModelPort(endpoints, ClientCache(token_credential=azure_credential))
+    model = model or OpenAIModelPort(endpoints, ClientCache(
+        lambda: outbound_http_client(endpoints, None), token_credential=azure_credential))
     tenants = TenantService(stores.tenants, box, stores.replay, clock)
     credentials = CredentialService(stores.credentials, stores.tenants, box, endpoints,
-                                    resolver=secret_resolver or KeyVaultSecretResolver(azure_credential),
+                                    resolver=secret_resolver or KeyVaultSecretResolver(
+                                        azure_credential, allowed_vaults=settings.allowed_key_vaults),
                                     ttl=settings.credential_cache_ttl)
     if queue is None:
         queue = (StorageRunQueue(settings.queue_connection.reveal(), settings.run_queue, azure_credential)

@@ -76,13 +76,13 @@ async def cmd_run(args: argparse.Namespace) -> int:
         except json.JSONDecodeError as exc:
             raise CliError(f"--inputs-json: not JSON: {exc.msg}") from None
     async with services() as svc:
+        flow = svc.catalog.load_reference(args.flow)  # an id or a path (the CLI alone may name a path)
         if svc.settings.store == "sqlite" and await svc.stores.tenants.get(args.tenant) is None:
             # the embedded local store only: a developer's first run needs no set-up; server stores stay strict
-            svc.catalog.get(args.flow)  # an unknown or invalid flow is reported before anything is created
             await svc.tenants.add(args.tenant)
             print(f"note: tenant {args.tenant!r} was not in the local store; added it "
                   f"(`tenantflow tenants keys create {args.tenant}` for an API key)", file=sys.stderr)
-        run = await svc.runs.run(args.tenant, args.flow, inputs, "cli", from_strings=True, run_id=args.run_id)
+        run = await svc.runs.run(args.tenant, flow, inputs, "cli", from_strings=True, run_id=args.run_id)
     result = run_to_json(run)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -252,6 +252,23 @@ async def cmd_emulator(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_db(args: argparse.Namespace) -> int:
+    """`db migrate`: a deploy step, never run by the app at start (the app connects as the non-owner role)."""
+    from shared.settings import Settings
+    from shared.storage.postgres import migrate_postgres
+
+    settings = Settings.from_env()
+    if settings.store != "postgres":
+        print(f"nothing to migrate: TENANTFLOW_STORE is {settings.store} (migrations are for postgres)")
+        return EXIT_OK
+    try:
+        applied = await migrate_postgres(settings)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
     "validate": cmd_validate,
     "run": cmd_run,
@@ -262,6 +279,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
     "schedules": cmd_schedules,
     "serve": cmd_serve,
     "emulator": cmd_emulator,
+    "db": cmd_db,
 }
 
 
@@ -371,6 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--api-key", action="append", help="accepted key (repeatable); none: any key")
+
+    p = sub.add_parser("db", help="database schema (PostgreSQL)")
+    dsub = p.add_subparsers(dest="db_command", required=True)
+    dsub.add_parser("migrate", help="apply pending migrations as TENANTFLOW_POSTGRES_MIGRATION_DSN's role and grant "
+                                    "TENANTFLOW_POSTGRES_DSN's role (a deploy step; idempotent)")
     return parser
 
 
@@ -412,7 +435,7 @@ def describe_error(exc: Exception) -> tuple[str, int]:
         return str(exc), EXIT_INVALID
     known = {"CredentialError", "TenantError", "ConnectionFileError", "PriceFileError", "StorageError",
              "AlreadyExists", "NotFound", "StepFailure", "DecryptionError", "ScheduleError", "UsageQueryError",
-             "RunNotCompleted"}
+             "RunNotCompleted", "SchemaNotReady"}
     if any(cls.__name__ in known for cls in type(exc).__mro__):
         return str(exc), EXIT_INVALID
     logging.getLogger("tenantflow").debug("unexpected error", exc_info=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -81,6 +82,51 @@ def mask_secrets(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [mask_secrets(v) for v in value]
     return value
+
+
+KEY_LIKE = re.compile(
+    r"(?i:bearer|basic)\s+[^\s,;\"']+"  # Authorization header values
+    r"|(?i:api[-_ ]?key|key|token|secret|password|signature|sig)(?P<sep>\s*[=:]\s*[\"']?)[^\s,;\"'&]{6,}"
+    r"|\b(?:sk|pk|rk)-[A-Za-z0-9_-]{8,}"  # OpenAI-style keys
+    r"|\beyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*){0,2}"  # JWTs
+    r"|[A-Za-z0-9+/]{24,}={0,2}"  # base64-ish runs (Azure keys are 32 hex or 84 base62 characters)
+    r"|[A-Za-z0-9_]{20,}"  # long unbroken tokens
+)
+ECHO_WINDOW = 8
+
+
+def looks_random(token: str) -> bool:
+    """A long run is a key if it mixes digits and letters (a word like "internationalization" is not)."""
+    return any(c.isdigit() for c in token) and any(c.isalpha() for c in token)
+
+
+def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` (e.g. an upstream error message) without the given secret values, any 8-character piece of them, or
+    anything that looks like a key: bearer/basic values, `key=…` pairs, `sk-…`, JWTs, long random tokens."""
+    spans: list[tuple[int, int]] = []
+    for secret in (s for s in secrets if len(s) >= ECHO_WINDOW):
+        start = 0
+        while start <= len(text) - ECHO_WINDOW:
+            if text[start:start + ECHO_WINDOW] in secret:
+                end = start + ECHO_WINDOW
+                while end < len(text) and text[start:end + 1] in secret:
+                    end += 1
+                spans.append((start, end))
+                start = end
+            else:
+                start += 1
+    masked = {i for start, end in spans for i in range(start, end)}
+    redacted = re.sub(r"(?:\x00)+", MASK, "".join("\x00" if i in masked else c for i, c in enumerate(text)))
+
+    def mask(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if match.group("sep") is not None:
+            return token[:match.start("sep") - match.start()] + match.group("sep") + MASK
+        if token[:1].isalnum() and not token.lower().startswith(("sk-", "pk-", "rk-", "eyj", "bearer", "basic")):
+            return MASK if looks_random(token) else token
+        return (token.split()[0] + " " + MASK) if token.lower().startswith(("bearer", "basic")) else MASK
+
+    return KEY_LIKE.sub(mask, redacted)
 
 
 class KeyFormatError(ValueError):

@@ -29,6 +29,8 @@ SETTING_NAMES = (
     "TENANTFLOW_RUN_QUEUE",
     "TENANTFLOW_ENCRYPTION_KEY",
     "TENANTFLOW_ALLOWED_HOSTS",
+    "TENANTFLOW_ALLOWED_HOST_SUFFIXES",
+    "TENANTFLOW_ALLOWED_KEY_VAULTS",
     "TENANTFLOW_FLOWS_DIR",
     "TENANTFLOW_CONNECTIONS_FILE",
     "TENANTFLOW_PRICES_FILE",
@@ -55,6 +57,8 @@ class Settings:
     run_queue: str = "flow-runs"
     encryption_keys: tuple[EncryptionKey, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
+    allowed_host_suffixes: tuple[str, ...] = ()  # beyond the Microsoft/OpenAI ones, e.g. azure-api.net (APIM)
+    allowed_key_vaults: tuple[str, ...] = ()  # vault names Key Vault references may read; none: no reference resolves
     flows_dir: Path = REPO_ROOT / "flows"
     connections_file: Path = REPO_ROOT / "shared" / "connections" / "static_connections.yaml"
     prices_file: Path = REPO_ROOT / "shared" / "services" / "prices.yaml"
@@ -104,15 +108,19 @@ class Settings:
             queue_connection=secret_or_none(queue_connection),
             run_queue=get("TENANTFLOW_RUN_QUEUE") or defaults.run_queue,
             encryption_keys=keys,
-            allowed_hosts=tuple(
-                h.strip().lower() for h in (get("TENANTFLOW_ALLOWED_HOSTS") or "").split(",") if h.strip()
-            ),
+            allowed_hosts=comma_list(get("TENANTFLOW_ALLOWED_HOSTS")),
+            allowed_host_suffixes=comma_list(get("TENANTFLOW_ALLOWED_HOST_SUFFIXES")),
+            allowed_key_vaults=comma_list(get("TENANTFLOW_ALLOWED_KEY_VAULTS")),
             flows_dir=Path(get("TENANTFLOW_FLOWS_DIR") or defaults.flows_dir),
             connections_file=Path(get("TENANTFLOW_CONNECTIONS_FILE") or defaults.connections_file),
             prices_file=Path(get("TENANTFLOW_PRICES_FILE") or defaults.prices_file),
             operator_key=secret_or_none(get("TENANTFLOW_OPERATOR_KEY")),
             credential_cache_ttl=ttl,
         )
+
+
+def comma_list(value: str | None) -> tuple[str, ...]:
+    return tuple(item.strip().lower() for item in (value or "").split(",") if item.strip())
 
 
 def secret_or_none(value: str | None) -> Secret | None:

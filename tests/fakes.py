@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from shared.engine.ports import ChatRequest, ChatResult, CredentialSource, EndpointPolicy, ModelPort, StepFailure
 from shared.engine.usage import TokenUsage
@@ -67,3 +70,23 @@ class ManualClock:
 
     def advance(self, **delta: float) -> None:
         self.moment = self.now() + timedelta(**delta)
+
+
+class StaticResolver(AbstractResolver):
+    """DNS for tests: each name in `addresses` resolves to its address (e.g. a public-looking name → 127.0.0.1)."""
+
+    def __init__(self, addresses: dict[str, str]) -> None:
+        self.addresses = addresses
+        self.asked: list[str] = []
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        self.asked.append(host)
+        if host not in self.addresses:
+            raise OSError(f"{host}: no such name in the test resolver")
+        address = self.addresses[host]
+        kind = socket.AF_INET6 if ":" in address else socket.AF_INET
+        return [{"hostname": host, "host": address, "port": port, "family": kind, "proto": 0, "flags": 0}]
+
+    async def close(self) -> None:
+        return None

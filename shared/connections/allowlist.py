@@ -1,8 +1,13 @@
 """Which model endpoints a connection may reach (checked when a credential is written and again at every use).
 
-Allowed: `https://<label…><suffix>` for the Azure OpenAI / Foundry / Azure AI / APIM suffixes below (at least one
-label before the suffix), exactly `https://api.openai.com`, and hosts named in TENANTFLOW_ALLOWED_HOSTS (which
-alone may also use plain http and IP addresses, e.g. `127.0.0.1` for the local emulator).
+Allowed: `https://<label…><suffix>` for the Microsoft-controlled Azure OpenAI / Foundry / Azure AI suffixes below
+(at least one label before the suffix), exactly `https://api.openai.com`, suffixes named in
+TENANTFLOW_ALLOWED_HOST_SUFFIXES (customer-named ones such as `azure-api.net`, where anyone may register a name, are
+never allowed by default), and hosts named in TENANTFLOW_ALLOWED_HOSTS (which alone may also use plain http, IP
+addresses, and addresses that are not public, e.g. `127.0.0.1` for the local emulator).
+
+At connection time (shared/connections/outbound.py) every address a host name resolves to is checked with
+`address_refusal` — the same rules as for literals — unless the host is listed in TENANTFLOW_ALLOWED_HOSTS.
 
 Refused, with a one-line `StepFailure(code="endpoint_refused")` naming the reason: schemes other than http(s),
 plain http outside the extra hosts, `user:pass@`, query strings and fragments, IP literals in any notation
@@ -12,9 +17,9 @@ listed), hosts outside the list, suffix tricks, trailing dots, non-ASCII hosts, 
 Normal form: `scheme://host[:port][/path]`, lowercase host, default port and trailing slash dropped.
 
 Paths: an endpoint is a base URL, so a path is refused unless it is a known base path — `/openai`, `/openai/v1`,
-`/v1` or `/models`. APIM gateways (`*.azure-api.net`) and extra hosts may also use any plain path prefix (APIM API
-suffixes are chosen by whoever publishes the API), made of letters, digits and `. _ ~ -`. Refusing rather than
-silently stripping: a pasted `…/openai/deployments/x/chat/completions` is a mistake the user should see.
+`/v1` or `/models`. APIM gateways (`*.azure-api.net`, once allowed) and extra hosts may also use any plain path
+prefix (APIM API suffixes are chosen by whoever publishes the API), made of letters, digits and `. _ ~ -`. Refusing
+rather than silently stripping: a pasted `…/openai/deployments/x/chat/completions` is a mistake the user should see.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ ALLOWED_SUFFIXES = (
     ".api.cognitive.microsoft.com",
     ".inference.ai.azure.com",
     ".models.ai.azure.com",
-    ".azure-api.net",
 )
 APIM_SUFFIX = ".azure-api.net"
 ALLOWED_EXACT = ("api.openai.com",)
@@ -46,6 +50,9 @@ METADATA_IPS = tuple(ipaddress.ip_address(a) for a in (
     "100.100.100.200",  # Alibaba Cloud
     "168.63.129.16",  # Azure WireServer
 ))
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 DEFAULT_PORTS = {"https": 443, "http": 80}
 HOST_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 NUMERIC_PART = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
@@ -85,18 +92,61 @@ def parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return ipaddress.IPv4Address(number)
 
 
-def is_metadata_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip in METADATA_IPS or ip.is_link_local
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def host_allowed(host: str) -> bool:
-    if host in ALLOWED_EXACT:
-        return True
-    if not all(HOST_LABEL.match(label) for label in host.split(".")):
-        return False
-    return any(host.endswith(suffix) and len(host) > len(suffix) for suffix in ALLOWED_SUFFIXES)
+def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries and that a packet to it may reach: IPv4-mapped, IPv4-compatible,
+    6to4, Teredo (client) and NAT64 (64:ff9b::/96) forms."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in NAT64 or (ip in IPV4_COMPATIBLE and int(ip) >= 2 ** 24):  # not :: or ::1
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def is_metadata_address(ip: IPAddress) -> bool:
+    inner = embedded_ipv4(ip)
+    return any(a in METADATA_IPS or a.is_link_local for a in (ip, inner) if a is not None)
+
+
+def address_refusal(ip: IPAddress) -> str | None:
+    """Why a model endpoint may not be reached at this address, or None for a public unicast address. The same
+    rules hold for literals and for what a host name resolves to; an embedded IPv4 address is checked too."""
+    if is_metadata_address(ip):
+        return "a cloud metadata or link-local address"
+    for address in (embedded_ipv4(ip), ip):  # the embedded IPv4 address first: it names where a packet goes
+        if address is None:
+            continue
+        if address.is_unspecified:
+            return "an unspecified address"
+        if address.is_loopback:
+            return "a loopback address"
+        if address.is_multicast:
+            return "a multicast address"
+        if address in CGNAT:
+            return "a shared (CGNAT) address"
+        if address.is_private:
+            return "a private address"
+        if address.is_reserved or not address.is_global:
+            return "not a public address"
+    return None
+
+
+def parse_suffix(entry: str) -> str:
+    """`azure-api.net`, `.azure-api.net` or `*.azure-api.net` → `.azure-api.net`; two labels at least."""
+    text = entry.strip().lower().removeprefix("*").removeprefix(".")
+    labels = text.split(".")
+    if len(labels) < 2 or not all(HOST_LABEL.match(label) for label in labels):
+        raise ValueError(f"TENANTFLOW_ALLOWED_HOST_SUFFIXES: {entry!r} is not a DNS suffix of two labels or more "
+                         "(e.g. azure-api.net)")
+    return "." + text
 
 
 def parse_extra_host(entry: str) -> tuple[str, int | None]:
@@ -121,13 +171,35 @@ def parse_extra_host(entry: str) -> tuple[str, int | None]:
 
 
 class EndpointAllowlist(EndpointPolicy):
-    def __init__(self, extra_hosts: tuple[str, ...] = ()) -> None:
+    def __init__(self, extra_hosts: tuple[str, ...] = (), extra_suffixes: tuple[str, ...] = ()) -> None:
         self.extra: set[tuple[str, int | None]] = {parse_extra_host(h) for h in extra_hosts if h and h.strip()}
         self.extra_hosts = tuple(sorted({host for host, _ in self.extra}))
+        self.suffixes = ALLOWED_SUFFIXES + tuple(
+            s for s in dict.fromkeys(parse_suffix(e) for e in extra_suffixes if e.strip()) if s not in ALLOWED_SUFFIXES)
         self.memo: dict[str, str] = {}  # accepted endpoint → normal form (checks run on every model call)
 
     def is_extra(self, host: str, port: int | None) -> bool:
         return (host, None) in self.extra or (host, port) in self.extra
+
+    def host_allowed(self, host: str) -> bool:
+        if host in ALLOWED_EXACT:
+            return True
+        if not all(HOST_LABEL.match(label) for label in host.split(".")):
+            return False
+        return any(host.endswith(suffix) and len(host) > len(suffix) for suffix in self.suffixes)
+
+    def address_refusal(self, host: str, port: int | None, address: str) -> str | None:
+        """Why `host` may not be reached at `address` (what it resolved to, or the literal), or None. A host listed
+        in TENANTFLOW_ALLOWED_HOSTS may reach anything but a metadata / link-local address."""
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return "not an IP address"
+        if is_metadata_address(ip):
+            return "a cloud metadata or link-local address"
+        if self.is_extra(host.lower().rstrip("."), port):
+            return None
+        return address_refusal(ip)
 
     def check(self, endpoint: str) -> str:
         cached = self.memo.get(endpoint) if isinstance(endpoint, str) else None
@@ -181,11 +253,11 @@ class EndpointAllowlist(EndpointPolicy):
             if ip is not None:
                 raise refuse(shown, "IP addresses are not allowed; use the resource's DNS name (or list the "
                                     "host in TENANTFLOW_ALLOWED_HOSTS)")
-            if "." + host in ALLOWED_SUFFIXES:
+            if "." + host in self.suffixes:
                 raise refuse(shown, f"the resource name is missing: write https://<resource>.{host}")
-            if not host_allowed(host):
+            if not self.host_allowed(host):
                 raise refuse(shown, "not an Azure OpenAI / Foundry / OpenAI host (list it in "
-                                    "TENANTFLOW_ALLOWED_HOSTS to allow it)")
+                                    "TENANTFLOW_ALLOWED_HOSTS, or its suffix in TENANTFLOW_ALLOWED_HOST_SUFFIXES)")
             if scheme != "https":
                 raise refuse(shown, "plain http is only allowed for hosts in TENANTFLOW_ALLOWED_HOSTS; use https://")
             free_path = host.endswith(APIM_SUFFIX)

@@ -128,8 +128,9 @@ class SecretResolver(ABC):
 
 class KeyVaultSecretResolver(SecretResolver):
     """Reads secrets with the app's identity (DefaultAzureCredential, i.e. the managed identity on Azure); one
-    SecretClient per vault. `allowed_vaults`, when given, limits which vaults may be read: a credential written by
-    an operator for one tenant should not be able to name a vault that holds other tenants' secrets."""
+    SecretClient per vault. Only vaults named in `allowed_vaults` (TENANTFLOW_ALLOWED_KEY_VAULTS: a vault name, or
+    its host `<vault>.vault.azure.net`) are read — none when it is empty: a credential written for one tenant must
+    not be able to name a vault that holds other tenants' (or the app's) secrets."""
 
     def __init__(self, credential: Any = None, allowed_vaults: tuple[str, ...] = ()) -> None:
         self.credential = credential
@@ -137,13 +138,17 @@ class KeyVaultSecretResolver(SecretResolver):
         self.allowed_vaults = {v.strip().lower() for v in allowed_vaults if v.strip()}
         self.clients: dict[str, Any] = {}
 
+    def allows(self, parsed: KeyVaultReference) -> bool:
+        return parsed.vault in self.allowed_vaults or f"{parsed.vault}.{parsed.suffix}" in self.allowed_vaults
+
     async def resolve(self, reference: str) -> Secret:
         try:
             parsed = parse_keyvault_reference(reference)
         except KeyVaultReferenceError as exc:
             raise SecretResolutionError(str(exc)) from None
-        if self.allowed_vaults and parsed.vault not in self.allowed_vaults:
-            raise SecretResolutionError(f"Key Vault {parsed.vault} is not one of the vaults this app may read")
+        if not self.allows(parsed):
+            raise SecretResolutionError(f"Key Vault {parsed.vault} is not listed in TENANTFLOW_ALLOWED_KEY_VAULTS; "
+                                        "the app reads no other vault")
         from azure.core.exceptions import AzureError
         from azure.keyvault.secrets.aio import SecretClient
 

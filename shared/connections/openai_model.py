@@ -1,6 +1,7 @@
-"""The model port over the real `openai` SDK: one cached client per (endpoint, credential), a shared HTTP pool,
-and a retry loop that honours `retry-after-ms` / `retry-after` but never retries `insufficient_quota` or a
-content-filter refusal. `openai` and `azure.identity` are imported when the first client is built."""
+"""The model port over the real `openai` SDK: one cached client per (endpoint, credential), a shared HTTP pool
+(the SDK's aiohttp client, with checked addresses and no redirects: shared/connections/outbound.py), and a retry
+loop that honours `retry-after-ms` / `retry-after` but never retries `insufficient_quota` or a content-filter
+refusal. `openai` and `azure.identity` are imported when the first client is built."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import asyncio
 import hashlib
 import random
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.engine.ports import ChatRequest, ChatResult, Connection, EndpointPolicy, ModelPort, StepFailure
+from shared.connections.allowlist import EndpointAllowlist
+from shared.engine.model_names import MODEL_NAME_RULE, is_model_name
+from shared.engine.ports import ChatRequest, ChatResult, Connection, ModelPort, StepFailure
 from shared.engine.usage import TokenUsage
+from shared.secret import redact_text
 
 COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
 MAX_RETRY_WAIT = 30.0
@@ -28,7 +33,9 @@ def client_key(connection: Connection) -> tuple[str, ...]:
 class ClientCache:
     """LRU of openai clients sharing one HTTP connection pool. Building a client costs ~20 ms; reuse it."""
 
-    def __init__(self, max_clients: int = 256, token_credential: Any = None) -> None:
+    def __init__(self, http_client_factory: Callable[[], Any], max_clients: int = 256,
+                 token_credential: Any = None) -> None:
+        self.http_client_factory = http_client_factory
         self.max_clients = max_clients
         self.clients: OrderedDict[tuple[str, ...], Any] = OrderedDict()
         self.by_identity: dict[tuple[str, ...], tuple[str, ...]] = {}  # (kind, endpoint, auth) → current key
@@ -58,8 +65,7 @@ class ClientCache:
         import openai
 
         if self.http_client is None:
-            factory = getattr(openai, "DefaultAsyncHttpx2Client", None) or openai.DefaultAsyncHttpxClient
-            self.http_client = factory()
+            self.http_client = self.http_client_factory()
         api_key = connection.api_key.reveal() if connection.api_key is not None else None
         if connection.kind == "openai":
             return openai.AsyncOpenAI(api_key=api_key, base_url=connection.endpoint or None, max_retries=0,
@@ -90,10 +96,11 @@ class ClientCache:
 
 
 class OpenAIModelPort(ModelPort):
-    def __init__(self, endpoints: EndpointPolicy, clients: ClientCache | None = None, max_attempts: int = 4,
-                 timeout: float = 120.0, sleep: Any = asyncio.sleep) -> None:
+    def __init__(self, endpoints: EndpointAllowlist, clients: ClientCache | None = None, max_attempts: int = 4,
+                 timeout: float = 120.0, sleep: Any = asyncio.sleep, resolver: Any = None) -> None:
+        """`resolver` (an aiohttp AbstractResolver) replaces DNS for every model call: the seam tests use."""
         self.endpoints = endpoints
-        self.clients = clients or ClientCache()
+        self.clients = clients or ClientCache(lambda: outbound_http_client(endpoints, resolver))
         self.max_attempts = max_attempts
         self.timeout = timeout
         self.sleep = sleep
@@ -101,8 +108,12 @@ class OpenAIModelPort(ModelPort):
     async def chat(self, request: ChatRequest) -> ChatResult:
         import openai
 
+        from shared.connections.outbound import AddressRefused, outbound_refusal
+
         connection = request.connection
         self.endpoints.check(connection.endpoint)
+        if not is_model_name(request.model):  # it goes into the URL path; its value is not echoed
+            raise StepFailure(f"the model name is not a deployment name ({MODEL_NAME_RULE})", "invalid_model")
         client = self.clients.get(connection)
         host = urlsplit(connection.endpoint).hostname or ""
         arguments: dict[str, Any] = {
@@ -130,7 +141,7 @@ class OpenAIModelPort(ModelPort):
                 if error_code(exc) == "content_filter":
                     raise StepFailure(f"the prompt was blocked by the content filter of {host}",
                                       "content_filter") from None
-                raise StepFailure(f"the model at {host} rejected the request: {safe_message(exc)}",
+                raise StepFailure(f"the model at {host} rejected the request: {safe_message(exc, connection)}",
                                   "bad_request") from None
             except openai.AuthenticationError:
                 raise StepFailure(f"authentication failed at {host}: check the credential's key or role",
@@ -140,6 +151,10 @@ class OpenAIModelPort(ModelPort):
             except openai.NotFoundError:
                 raise StepFailure(f"deployment {request.model!r} not found at {host}", "deployment_not_found") from None
             except (openai.InternalServerError, openai.APIConnectionError) as exc:
+                refusal = outbound_refusal(exc)
+                if refusal is not None:
+                    code = "address_refused" if isinstance(refusal, AddressRefused) else "redirect_refused"
+                    raise StepFailure(str(refusal), code) from None
                 if attempt == self.max_attempts:
                     what = "unreachable" if isinstance(exc, openai.APIConnectionError) else "failing"
                     raise StepFailure(f"the model endpoint {host} is {what} after {attempt} attempts",
@@ -148,21 +163,33 @@ class OpenAIModelPort(ModelPort):
                 await self.sleep(retry_delay(headers, attempt))
                 continue
             except openai.APIStatusError as exc:
+                if 300 <= exc.status_code < 400:  # the transport raises first; kept in case a client skips it
+                    raise StepFailure(f"the model endpoint {host} answered with a redirect (HTTP {exc.status_code}); "
+                                      "redirects are never followed", "redirect_refused") from None
                 raise StepFailure(f"the model at {host} answered HTTP {exc.status_code}", "model_error") from None
-            return to_result(response, host, attempt)
+            return to_result(response, host, attempt, request.model)
         raise StepFailure(f"no answer from {host}", "model_unavailable")  # pragma: no cover - loop always returns
 
     async def close(self) -> None:
         await self.clients.close()
 
 
-def to_result(response: Any, host: str, attempt: int) -> ChatResult:
+def outbound_http_client(endpoints: EndpointAllowlist, resolver: Any) -> Any:
+    """The checked aiohttp client (imported when the first client is built: aiohttp and httpx2 cost ~0.3 s)."""
+    from shared.connections.outbound import checked_http_client
+
+    return checked_http_client(endpoints, resolver)
+
+
+def to_result(response: Any, host: str, attempt: int, requested_model: str) -> ChatResult:
+    """The endpoint's answer; a `model` it names that is not a deployment name is replaced by the requested one
+    (the field reaches the ledger and CSV exports)."""
     choice = response.choices[0] if response.choices else None
     message = choice.message if choice is not None else None
     return ChatResult(
         content=(message.content if message is not None else None) or "",
         role=(message.role if message is not None else None) or "assistant",
-        model=response.model or "",
+        model=response.model if is_model_name(response.model) else requested_model,
         finish_reason=choice.finish_reason if choice is not None else None,
         usage=TokenUsage.from_openai(response.usage),
         endpoint_host=host,
@@ -179,12 +206,15 @@ def error_code(exc: Any) -> str | None:
     return getattr(exc, "code", None)
 
 
-def safe_message(exc: Any) -> str:
+def safe_message(exc: Any, connection: Connection | None = None) -> str:
+    """Up to 300 characters of the endpoint's error message, without the connection's key, or anything that looks
+    like a key (an endpoint that echoes what it was sent must not plant the key in run history)."""
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return inner["message"][:300]
+            key = connection.api_key.reveal() if connection is not None and connection.api_key is not None else ""
+            return redact_text(inner["message"][:600], (key,) if key else ())[:300]
     return f"HTTP {getattr(exc, 'status_code', '?')}"
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.engine.model import Flow, Step
+from shared.engine.model_names import MODEL_NAME_RULE, is_model_name
 from shared.engine.ports import ChatRequest, Connection, CredentialSource, EndpointPolicy, ModelPort, StepFailure
 from shared.engine.templates import TemplateError, as_text, contains_secret, render
 from shared.engine.usage import TokenUsage
@@ -176,8 +177,8 @@ class FlowExecutor:
             if connection is None:
                 raise StepFailure(f"unknown static connection {name!r}", "invalid_connection")
         model = self.field(step, "model", state)
-        if not isinstance(model, str) or not model:
-            raise StepFailure("field model: must render to a deployment name")
+        if not is_model_name(model):  # the value is not shown: it may be anything a template produced
+            raise StepFailure(f"field model: must render to a deployment name ({MODEL_NAME_RULE})", "invalid_model")
         temperature = self.field(step, "temperature", state)
         if not TYPE_CHECKS["number"](temperature) or not 0 <= temperature <= 2:
             raise StepFailure(f"field temperature: must be a number between 0 and 2, got {temperature!r}")

@@ -26,9 +26,24 @@ def to_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+class FlowSandbox(SandboxedEnvironment):
+    """Jinja's sandbox, and nothing on a Secret is reachable: no attribute (so `reveal` is neither readable nor
+    callable) and no bound method of one. The connection builder, outside the template layer, is its only reader."""
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if isinstance(obj, Secret):
+            return False
+        return bool(super().is_safe_attribute(obj, attr, value))
+
+    def is_safe_callable(self, obj: Any) -> bool:
+        if isinstance(obj, Secret) or isinstance(getattr(obj, "__self__", None), Secret):
+            return False
+        return bool(super().is_safe_callable(obj))
+
+
 @lru_cache(maxsize=1)
 def environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env = FlowSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
     env.filters["tojson"] = to_json
     env.filters["json"] = to_json
     return env

@@ -14,6 +14,7 @@ from typing import Any
 
 from shared.engine.errors import FlowError, Problem
 from shared.engine.model import COMMON_FIELDS, INPUT_TYPES, RESERVED_NAMES, STEP_KINDS, Flow, Step
+from shared.engine.model_names import MODEL_NAME_RULE, is_model_name
 from shared.engine.parser import is_identifier, suggest, type_name
 from shared.engine.templates import Reference, TemplateError, references
 
@@ -229,6 +230,9 @@ class Validator:
             self.problem(step.line_of("dynamic_connection"), f"undefined dynamic connection {dynamic!r}: no "
                          f"create_azure_ai_connection step before it sets connection_variable: {dynamic}"
                          f"{suggest(dynamic, scope.connections)}", step.id, "dynamic_connection")
+        model = step.fields.get("model")
+        if model is not None and not (isinstance(model, str) and "{{" in model) and not is_model_name(model):
+            self.problem(step.line_of("model"), f"not a deployment name ({MODEL_NAME_RULE})", step.id, "model")
         if not any(k in step.fields for k in ("user_prompt", "history", "prompt_template")):
             self.problem(step.line, "a chat_completion needs `user_prompt`, `history` or `prompt_template`",
                          step.id, "user_prompt")

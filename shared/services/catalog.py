@@ -1,7 +1,11 @@
-"""The flows an app can run: YAML files in the flows directory, parsed and validated once per file version."""
+"""The flows an app can run: YAML files in the flows directory, parsed and validated once per file version.
+
+HTTP, queue and timer find a flow by id only, among the flows directory's flows (`get`): an id is never a path, and
+"no such flow" is the same answer whatever exists elsewhere on disk. Paths are for the CLI (`load_reference`)."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -11,9 +15,16 @@ from shared.engine.model import Flow
 from shared.engine.parser import parse_flow_file
 from shared.engine.validator import validate_flow
 
+FLOW_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
 
 class FlowNotFound(LookupError):
     pass
+
+
+def is_flow_id(value: object) -> bool:
+    """1-128 letters, digits and . _ - starting with a letter or digit: no path separator, no NUL, no `..`."""
+    return isinstance(value, str) and FLOW_ID.fullmatch(value) is not None
 
 
 def flow_files(paths: list[Path]) -> list[Path]:
@@ -57,26 +68,42 @@ class FlowCatalog:
         self.cache[path] = (mtime, now, flow)
         return flow
 
-    def get(self, reference: str) -> Flow:
-        """A flow by id (from the flows directory) or by a .yaml path. Raises FlowNotFound or FlowError."""
-        if reference.endswith((".yaml", ".yml")) or "/" in reference:
-            return self.load(Path(reference))
-        path = self.ids().get(reference)
+    def get(self, flow_id: str) -> Flow:
+        """A flow of the flows directory by its id (what HTTP, queue and timer use). Raises FlowNotFound — one
+        message for every unknown id, whatever its text — or FlowError for an invalid file of the flows directory
+        named `<id>.yaml` (so its author sees why)."""
+        if not is_flow_id(flow_id):
+            raise FlowNotFound("unknown flow: a flow id is 1-128 letters, digits and . _ -")
+        path = self.ids().get(flow_id)
         if path is None:
             self.index = None  # a file may have been added since
-            path = self.ids().get(reference)
+            path = self.ids().get(flow_id)
         if path is None:
-            for suffix in (".yaml", ".yml"):  # an invalid file is named by its file name: show why it is invalid
-                candidate = self.flows_dir / f"{reference}{suffix}"
-                if candidate.is_file():
+            for suffix in (".yaml", ".yml"):
+                candidate = self.flows_dir / f"{flow_id}{suffix}"
+                if candidate.is_file() and self.inside(candidate):
                     return self.load(candidate)
-            raise FlowNotFound(f"unknown flow {reference!r}")
+            raise FlowNotFound(f"unknown flow {flow_id!r}")
         return self.load(path)
+
+    def load_reference(self, reference: str) -> Flow:
+        """For the CLI only: a flow id, or a path to a .yaml file anywhere (the operator's own files)."""
+        if reference.endswith((".yaml", ".yml")) or "/" in reference or "\\" in reference:
+            return self.load(Path(reference))
+        return self.get(reference)
+
+    def inside(self, path: Path) -> bool:
+        try:
+            return path.resolve().is_relative_to(self.flows_dir.resolve())
+        except OSError:
+            return False
 
     def ids(self) -> dict[str, Path]:
         if self.index is None:
             index: dict[str, Path] = {}
             for path in flow_files([self.flows_dir]) if self.flows_dir.is_dir() else []:
+                if not self.inside(path):  # a symlink out of the flows directory
+                    continue
                 try:
                     index.setdefault(self.load(path).id, path)
                 except FlowError:

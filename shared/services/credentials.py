@@ -35,9 +35,9 @@ from shared.storage.models import StoredCredential
 from shared.storage.ports import CredentialStore, TenantStore
 
 KINDS = ("azure_openai", "openai", "custom")
-CREDENTIAL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")  # configs / secrets keys: reachable as `cred.<key>` in flows
-API_VERSION = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
+CREDENTIAL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
+FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")  # configs / secrets keys: reachable as `cred.<key>` in flows
+API_VERSION = re.compile(r"^[A-Za-z0-9._-]{1,40}\Z")
 RESERVED_FIELDS = frozenset({"name", "kind", "endpoint", "api_version", "auth", "api_key", "version", "base_url",
                              "key_id", "updated_at", "tenant", "tenant_id"})
 OPENAI_BASE_URL = "https://api.openai.com/v1"

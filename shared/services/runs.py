@@ -118,7 +118,7 @@ class RunService:
             raise RunRefused(f"tenant {tenant_id!r} is suspended; its runs are refused", "tenant_suspended")
         return tenant
 
-    async def prepare(self, tenant_id: str, flow_ref: str, raw_inputs: Any, trigger: str, *,
+    async def prepare(self, tenant_id: str, flow_ref: str | Flow, raw_inputs: Any, trigger: str, *,
                       run_id: str | None = None, from_strings: bool = False, status: str = "running",
                       idempotency_key: str | None = None, request_hash: str | None = None,
                       tenant: Tenant | None = None, record: bool = True) -> Prepared:
@@ -133,7 +133,7 @@ class RunService:
             existing = await self.stores.runs.get(tenant_id, run_id)
             if existing is not None:
                 return Prepared(existing, False, None, tenant)
-        flow = self.catalog.get(flow_ref)
+        flow = flow_ref if isinstance(flow_ref, Flow) else self.catalog.get(flow_ref)  # a Flow: the CLI loaded a path
         inputs = coerce_inputs(flow, raw_inputs if raw_inputs is not None else {}, from_strings=from_strings)
         run = RunRecord(
             run_id=run_id or new_run_id(),
@@ -156,7 +156,8 @@ class RunService:
             return Prepared(existing or run, False, flow, tenant)
         return Prepared(run, True, flow, tenant)
 
-    async def run(self, tenant_id: str, flow_ref: str, raw_inputs: Any, trigger: str, **options: Any) -> RunRecord:
+    async def run(self, tenant_id: str, flow_ref: str | Flow, raw_inputs: Any, trigger: str,
+                  **options: Any) -> RunRecord:
         """Prepares and executes a run now (sync). An idempotent replay returns the stored run unchanged. A new
         run is stored with its first transaction (see `execute`)."""
         prepared = await self.prepare(tenant_id, flow_ref, raw_inputs, trigger, record=False, **options)

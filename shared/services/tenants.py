@@ -23,9 +23,9 @@ from shared.services.credentials import RotationReport
 from shared.storage.models import ApiKey, Tenant
 from shared.storage.ports import AlreadyExists, NotFound, ReplayGuard, TenantStore
 
-TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
-KEY_ID = re.compile(r"^[0-9a-f]{12}$")
-API_KEY = re.compile(r"^tf_(?P<key_id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{20,128})$")
+TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}\Z")  # \Z: `$` would accept a trailing newline
+KEY_ID = re.compile(r"^[0-9a-f]{12}\Z")
+API_KEY = re.compile(r"^tf_(?P<key_id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{20,128})\Z")
 MAX_API_KEY_LENGTH = 200
 MAX_NAME_LENGTH = 200
 KEY_ID_ATTEMPTS = 5

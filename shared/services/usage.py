@@ -128,12 +128,25 @@ def totals(per_tenant: list[UsageRow]) -> dict[str, Any]:
     }
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def csv_cell(value: Any) -> str:
+    """A cell a spreadsheet will not run as a formula (OWASP CSV injection): text starting with = + - @ tab or CR
+    gets a leading single quote. Model names and flow ids come from tenants, so every cell goes through here. A CR or
+    LF inside a cell becomes a space (the csv module does not quote a lone CR, which would split the row)."""
+    text = "" if value is None else str(value)
+    text = "'" + text if text.startswith(FORMULA_PREFIXES) else text
+    return text.replace("\r", " ").replace("\n", " ")
+
+
 def to_csv(summary: dict[str, Any]) -> str:
+    """The CSV of a usage summary: the tenant's and the operator's HTTP exports and the CLI all write this."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     key = summary["group_by"]
-    writer.writerow([key, *NUMBER_FIELDS])
+    writer.writerow([csv_cell(key), *NUMBER_FIELDS])
     for row in summary["rows"]:
-        writer.writerow([row[key], *("" if row[f] is None else row[f] for f in NUMBER_FIELDS)])
-    writer.writerow(["total", *("" if summary["totals"][f] is None else summary["totals"][f] for f in NUMBER_FIELDS)])
+        writer.writerow([csv_cell(row[key]), *(csv_cell(row[f]) for f in NUMBER_FIELDS)])
+    writer.writerow(["total", *(csv_cell(summary["totals"][f]) for f in NUMBER_FIELDS)])
     return out.getvalue()

@@ -11,7 +11,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from shared.secret import Secret
 from shared.settings import Settings
-from shared.storage.postgres.database import migrate
+from shared.storage.postgres import migrate_postgres
 from tests.backends.fixtures import fresh_encryption_keys, require_service
 
 OWNER, APP = "tenantflow_owner", "tenantflow_app"
@@ -42,7 +42,10 @@ async def ensure_template(admin: str) -> None:
             sql.Identifier(TEMPLATE), sql.Identifier(OWNER)))
     await admin_execute(dsn(admin, "postgres", TEMPLATE), "REVOKE ALL ON SCHEMA public FROM PUBLIC",
                         sql.SQL("GRANT ALL ON SCHEMA public TO {}").format(sql.Identifier(OWNER)))
-    await migrate(dsn(admin, OWNER, TEMPLATE), dsn(admin, APP, TEMPLATE))
+    # the path of `tenantflow db migrate`: the app never migrates
+    await migrate_postgres(dataclasses.replace(Settings.from_env({}), store="postgres",
+                                               postgres_dsn=Secret(dsn(admin, APP, TEMPLATE)),
+                                               postgres_migration_dsn=Secret(dsn(admin, OWNER, TEMPLATE))))
     template_ready = True
 
 

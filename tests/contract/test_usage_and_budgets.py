@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
+from shared.services.usage import UsageQuery, UsageService, to_csv
 from shared.storage.models import BookBatch, Budget, Lease, RunRecord, Schedule, Tenant, UsageRecord, period_of
 from shared.storage.ports import AlreadyExists
 
@@ -196,3 +199,24 @@ async def test_replay_guard_and_health(stores):
     assert await stores.replay.first_use("other-" + tenant, "sig-1", later) is True
     assert await stores.replay.first_use(tenant, "sig-2", later) is True
     await stores.health.ping()
+
+
+HOSTILE = ['=HYPERLINK("http://evil.example","x")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)", "\tTAB", "\rCR"]
+
+
+@pytest.mark.parametrize("group_by", ["model", "flow", "tenant"])
+async def test_every_csv_export_neutralises_formula_cells(stores, group_by):
+    """The tenant's export, the operator's (all tenants) and the CLI all write UsageService summaries with to_csv."""
+    tenant = "=t-" + uuid.uuid4().hex[:6] if group_by == "tenant" else "t-" + uuid.uuid4().hex[:6]
+    await stores.usage.record([record(tenant, f"r{i}", model=text, flow=text) for i, text in enumerate(HOSTILE)])
+    service = UsageService(stores.usage_queries, stores.budgets)
+    scope = None if group_by == "tenant" else tenant
+    text = to_csv(await service.summary(UsageQuery(scope, None, None, group_by)))
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert all(not cell.startswith(("=", "+", "-", "@", "\t", "\r")) for row in rows for cell in row)
+    cells = [row[0] for row in rows[1:]]
+    if group_by == "tenant":
+        assert "'" + tenant in cells
+    else:
+        assert {"'" + text.replace("\r", " ") for text in HOSTILE} <= set(cells)
+        assert len(rows) == len(text.splitlines()) == len(HOSTILE) + 2  # header and total; no cell split a row

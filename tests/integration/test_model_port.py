@@ -12,7 +12,7 @@ from shared.secret import Secret
 
 
 @pytest.fixture
-def port():
+async def port():
     sleeps: list[float] = []
 
     async def fake_sleep(seconds: float) -> None:
@@ -20,7 +20,8 @@ def port():
 
     model = OpenAIModelPort(EndpointAllowlist(("127.0.0.1",)), sleep=fake_sleep)
     model.sleeps = sleeps
-    return model
+    yield model
+    await model.close()
 
 
 def request(emulator, text, key="k1", **over):

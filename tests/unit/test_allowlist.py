@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.connections.allowlist import EndpointAllowlist, parse_ip
+from shared.connections.allowlist import EndpointAllowlist, parse_ip, parse_suffix
 from shared.engine.ports import StepFailure
 
 EXTRA = ("127.0.0.1", "localhost:8765", "[::1]", "gateway.internal")
@@ -91,7 +91,7 @@ REFUSED = [
 
 @pytest.fixture(scope="module")
 def allowlist() -> EndpointAllowlist:
-    return EndpointAllowlist(EXTRA)
+    return EndpointAllowlist(EXTRA, ("azure-api.net",))
 
 
 @pytest.mark.parametrize("endpoint, normal", ACCEPTED, ids=[e for e, _ in ACCEPTED])
@@ -146,3 +146,41 @@ def test_a_bad_extra_host_setting_fails_fast():
 def test_ip_literals_in_every_notation(host, address):
     ip = parse_ip(host)
     assert (str(ip) if ip is not None else None) == address
+
+
+def test_customer_named_suffixes_need_the_setting():
+    with pytest.raises(StepFailure, match="TENANTFLOW_ALLOWED_HOST_SUFFIXES"):
+        EndpointAllowlist().check("https://apim-1.azure-api.net/openai")
+    allowed = EndpointAllowlist((), ("*.azure-api.net", ".Azure-API.net"))
+    assert allowed.check("https://apim-1.azure-api.net/openai") == "https://apim-1.azure-api.net/openai"
+    assert allowed.suffixes.count(".azure-api.net") == 1
+
+
+@pytest.mark.parametrize("entry", ["net", "*.net", "a..b", "bad_label.example", ""])
+def test_suffix_setting_refuses_one_label_or_bad_labels(entry):
+    with pytest.raises(ValueError, match="TENANTFLOW_ALLOWED_HOST_SUFFIXES"):
+        parse_suffix(entry)
+
+
+@pytest.mark.parametrize("address, reason", [
+    ("127.0.0.1", "a loopback address"), ("::1", "a loopback address"), ("10.0.0.1", "a private address"),
+    ("192.168.1.1", "a private address"), ("172.16.0.1", "a private address"), ("fd12::1", "a private address"),
+    ("100.64.0.1", "a shared (CGNAT) address"), ("169.254.169.254", "a cloud metadata or link-local address"),
+    ("fe80::1", "a cloud metadata or link-local address"), ("0.0.0.0", "an unspecified address"),
+    ("::", "an unspecified address"), ("239.1.1.1", "a multicast address"), ("ff02::1", "a multicast address"),
+    ("::ffff:10.0.0.1", "a private address"), ("2002:7f00:1::", "a loopback address"),
+    ("64:ff9b::7f00:1", "a loopback address"), ("::127.0.0.1", "a loopback address"),
+    ("192.0.2.1", "a private address"), ("240.0.0.1", "a private address"), ("2001:db8::1", "a private address"),
+])
+def test_address_rules_refuse_every_non_public_address(address, reason):
+    assert EndpointAllowlist().address_refusal("contoso.openai.azure.com", 443, address) == reason
+
+
+def test_public_addresses_pass_and_listed_hosts_may_use_any_but_metadata():
+    policy = EndpointAllowlist(("localhost", "127.0.0.1:8765"))
+    assert policy.address_refusal("contoso.openai.azure.com", 443, "20.42.1.1") is None
+    assert policy.address_refusal("contoso.openai.azure.com", 443, "2603:1030::1") is None
+    assert policy.address_refusal("localhost", 8765, "127.0.0.1") is None
+    assert policy.address_refusal("127.0.0.1", 8765, "127.0.0.1") is None
+    assert policy.address_refusal("127.0.0.1", 9999, "127.0.0.1") == "a loopback address"  # other port: not listed
+    assert policy.address_refusal("localhost", 80, "169.254.169.254") == "a cloud metadata or link-local address"

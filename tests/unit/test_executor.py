@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.engine.errors import FlowError
 from shared.engine.executor import FlowExecutor, RunContext
 from shared.engine.inputs import coerce_inputs
 from shared.engine.parser import parse_flow, parse_flow_file
@@ -185,3 +186,42 @@ async def test_guarded_references_validate_and_fall_back_at_run_time():
                      "else 'ok' }}\"\n")
     outcome, _ = await run(flow, {})
     assert outcome.outputs == {"e": "none", "f": "ok"}
+
+
+@pytest.mark.parametrize("where", [
+    "outputs:\n  k: '{{ cred.api_key.reveal() }}'\n",
+    "  - {id: v, kind: declare_variable, name: k, type: string, value: '{{ cred.api_key.reveal() }}'}\n",
+    "  - {id: v, kind: declare_variable, name: k, type: string, value: \"{{ (cred.api_key|attr('reveal'))() }}\"}\n",
+    "  - {id: a, kind: chat_completion, model: '{{ cred.api_key.reveal() }}', user_prompt: x}\n",
+    "  - {id: a, kind: chat_completion, model: m, history: \"{{ [{'role': 'user', 'content': "
+    "cred.api_key.reveal()}] }}\"}\n",
+    "  - {id: a, kind: chat_completion, model: m, user_prompt: '{{ cred.api_key.reveal }}'}\n",
+])
+async def test_a_secret_cannot_be_revealed_from_a_template(where):
+    """Refused by validation where the validator sees the secret's path, else at run time by the sandbox."""
+    text = "id: f\nsteps:\n  - {id: c, kind: load_credential, name: foundry, result: cred}\n" + where
+    try:
+        flow = flow_from(text)
+    except FlowError as exc:
+        assert "holds a secret" in str(exc) and "k-contoso" not in str(exc)
+        return
+    outcome, model = await run(flow, {})
+    assert outcome.status == "failed" and model.requests == []
+    assert "k-contoso" not in repr(outcome) and "k-contoso" not in str(outcome.outputs)
+    assert "access to attribute 'reveal' of 'Secret' object is unsafe" in outcome.error
+
+
+@pytest.mark.parametrize("model_template, inputs", [
+    ("'{{ inputs.m }}'", {"m": "=HYPERLINK(\"http://x\")"}),
+    ("'{{ inputs.m }}'", {"m": ".."}),
+    ("'{{ inputs.m }}'", {"m": "a" * 65}),
+    ("'{{ inputs.m }}'", {"m": "gpt/../../x"}),
+])
+async def test_a_rendered_model_name_must_be_a_deployment_name(model_template, inputs):
+    flow = flow_from("id: f\ninputs: {m: {type: string}}\nsteps:\n"
+                     f"  - {{id: a, kind: chat_completion, model: {model_template}, user_prompt: x}}\n")
+    outcome, model = await run(flow, inputs)
+    assert outcome.status == "failed" and outcome.error_code == "invalid_model" and model.requests == []
+    assert "deployment name (1-64 letters" in outcome.error and inputs["m"] not in outcome.error
+    ok, model = await run(flow, {"m": "gpt-4o-mini:2024.07_18"})
+    assert ok.status == "succeeded" and model.requests[0].model == "gpt-4o-mini:2024.07_18"

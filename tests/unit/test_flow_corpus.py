@@ -13,6 +13,7 @@ SHIPPED = Path(__file__).resolve().parent.parent.parent / "flows"
 CONNECTIONS = {"default"}
 
 EXPECTED = {
+    'bad_model_name.yaml': 'bad_model_name.yaml:5: step a: field model: not a deployment name (1-64 letters, digits and . _ : - (not only dots))',
     'bad_response_format.yaml': "bad_response_format.yaml:7: step a: field response_format: must be one of text, json_object, got 'xml'",
     'chat_without_user_prompt.yaml': 'chat_without_user_prompt.yaml:3: step a: field user_prompt: a chat_completion needs `user_prompt`, `history` or `prompt_template`',
     'comment_only.yaml': 'comment_only.yaml:1: empty file: a flow needs `id` and `steps`',

@@ -80,8 +80,20 @@ def test_reference_renders_as_its_uri():
 
 async def test_resolver_refuses_vaults_outside_its_list_before_any_sdk_call():
     resolver = KeyVaultSecretResolver(credential=object(), allowed_vaults=("tf-vault",))
-    with pytest.raises(SecretResolutionError, match="Key Vault other-vault is not one of the vaults"):
+    with pytest.raises(SecretResolutionError, match="Key Vault other-vault is not listed in TENANTFLOW_ALLOWED_KEY"):
         await resolver.resolve("https://other-vault.vault.azure.net/secrets/k")
+    with pytest.raises(SecretResolutionError, match="Key Vault tf-vault2 is not listed"):  # no prefix match
+        await resolver.resolve("https://tf-vault2.vault.azure.net/secrets/k")
     with pytest.raises(SecretResolutionError, match="is not a vault name"):
         await resolver.resolve("@Microsoft.KeyVault(VaultName=x;SecretName=k)")
     assert resolver.clients == {}
+
+
+async def test_no_vault_resolves_unless_listed():
+    unlisted = KeyVaultSecretResolver(credential=object())
+    with pytest.raises(SecretResolutionError, match="tf-vault is not listed in TENANTFLOW_ALLOWED_KEY_VAULTS"):
+        await unlisted.resolve("https://tf-vault.vault.azure.net/secrets/k")
+    by_host = KeyVaultSecretResolver(credential=object(), allowed_vaults=("tf-vault.vault.azure.cn",))
+    assert by_host.allows(parse_keyvault_reference("https://tf-vault.vault.azure.cn/secrets/k"))
+    assert not by_host.allows(parse_keyvault_reference("https://tf-vault.vault.azure.net/secrets/k"))
+    assert unlisted.clients == {} and by_host.clients == {}

@@ -13,7 +13,8 @@ from shared.engine.errors import InputError
 from shared.engine.inputs import coerce_inputs
 from shared.engine.parser import parse_flow
 from shared.engine.usage import TokenUsage
-from shared.secret import MASK, Secret, SecretExposureError, mask_secrets, secrets_refuse_text
+from shared.secret import MASK, Secret, SecretExposureError, mask_secrets, redact_text, secrets_refuse_text
+from shared.services.usage import csv_cell
 from shared.settings import Settings, SettingsError
 
 KEY = base64.b64encode(bytes(range(32))).decode()
@@ -83,3 +84,29 @@ def test_token_usage_from_openai_shapes():
     assert usage == TokenUsage(10, 5, 15, 4, 2)
     assert TokenUsage.from_openai(None) == TokenUsage()
     assert (usage + usage).total_tokens == 30
+
+
+ECHOED_KEY = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize("text, expected", [
+    (f"invalid key {ECHOED_KEY} given", "invalid key ****** given"),
+    (f"echo: {ECHOED_KEY[:12]}...", "echo: ******..."),
+    ("Authorization: Bearer abc.def-ghi", "Authorization: Bearer ******"),
+    ("api-key=supersecret99 bad", "api-key=****** bad"),
+    ("use sk-proj-ABCDEF123456 here", "use ****** here"),
+    ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig end", "jwt ****** end"),
+    ("x Q2xpZW50U2VjcmV0VmFsdWVIZXJlMTIz y", "x ****** y"),
+    ("deployment gpt-4o-mini-2024-07-18 not found; internationalization", None),
+    ("The model `text-embedding-3-large` does not exist", None),
+])
+def test_redact_text_removes_the_key_and_anything_key_like(text, expected):
+    assert redact_text(text, (ECHOED_KEY,)) == (text if expected is None else expected)
+
+
+@pytest.mark.parametrize("cell, written", [
+    ("=1+1", "'=1+1"), ("+1", "'+1"), ("-1", "'-1"), ("@x", "'@x"), ("\tx", "'\tx"), ("\rx", "' x"),
+    ("a\rb\nc", "a b c"), ("gpt-4o", "gpt-4o"), ("a=b", "a=b"), (None, ""), (12, "12"),
+])
+def test_csv_cells_never_start_a_formula(cell, written):
+    assert csv_cell(cell) == written

@@ -7,7 +7,7 @@ from shared.storage.ports import Stores
 
 
 async def open_postgres_stores(settings: Settings) -> Stores:
-    from shared.storage.postgres.database import PostgresDatabase, migrate
+    from shared.storage.postgres.database import PostgresDatabase
     from shared.storage.postgres.stores import (
         PostgresBookkeeping,
         PostgresBudgetStore,
@@ -22,11 +22,8 @@ async def open_postgres_stores(settings: Settings) -> Stores:
     )
 
     assert settings.postgres_dsn is not None  # Settings.from_env guarantees it for this store
-    app_dsn = settings.postgres_dsn.reveal()
-    owner_dsn = settings.postgres_migration_dsn.reveal() if settings.postgres_migration_dsn else app_dsn
-    await migrate(owner_dsn, app_dsn)
-    db = PostgresDatabase(app_dsn)
-    await db.open()
+    db = PostgresDatabase(settings.postgres_dsn.reveal())
+    await db.open()  # never migrates (that is `tenantflow db migrate`); SchemaNotReady when the schema is behind
     return Stores(
         backend="postgres",
         tenants=PostgresTenantStore(db),
@@ -41,3 +38,14 @@ async def open_postgres_stores(settings: Settings) -> Stores:
         health=PostgresHealth(db),
         closer=db.close,
     )
+
+
+async def migrate_postgres(settings: Settings) -> list[str]:
+    """`tenantflow db migrate`: applies pending migrations as the owner (TENANTFLOW_POSTGRES_MIGRATION_DSN) and
+    grants the app role of TENANTFLOW_POSTGRES_DSN its rights. Returns the names applied (none: up to date)."""
+    from shared.storage.postgres.database import migrate
+
+    if settings.postgres_migration_dsn is None or settings.postgres_dsn is None:
+        raise ValueError("TENANTFLOW_POSTGRES_MIGRATION_DSN and TENANTFLOW_POSTGRES_DSN: both are required to migrate "
+                         "(the owner role applies migrations and grants the app role)")
+    return await migrate(settings.postgres_migration_dsn.reveal(), settings.postgres_dsn.reveal())

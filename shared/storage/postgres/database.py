@@ -1,4 +1,8 @@
-"""Connection pool, per-transaction tenant scope, and migrations for PostgreSQL (psycopg 3)."""
+"""Connection pool, per-transaction tenant scope, and migrations for PostgreSQL (psycopg 3).
+
+The running app connects as the app role only (TENANTFLOW_POSTGRES_DSN: not the owner, no BYPASSRLS) and never
+migrates: `tenantflow db migrate` applies migrations as the owner (TENANTFLOW_POSTGRES_MIGRATION_DSN) in a deploy
+step, and an app whose schema is behind stops at start with `SchemaNotReady` naming the missing migration."""
 
 from __future__ import annotations
 
@@ -7,14 +11,18 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
-from psycopg import AsyncConnection, OperationalError, sql
+from psycopg import AsyncConnection, DataError, OperationalError, errors, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from shared.storage.ports import StoreUnavailable
+from shared.storage.ports import NotFound, StoreUnavailable
 
 MIGRATION_LOCK = 7_270_707
+
+
+class SchemaNotReady(RuntimeError):
+    """The database schema is behind this app's code; the message names the migration and the command to run."""
 
 
 class PostgresDatabase:
@@ -33,6 +41,25 @@ class PostgresDatabase:
         except PoolTimeout as exc:
             await self.pool.close()
             raise self.unavailable(exc) from None
+        try:
+            await self.check_schema()
+        except BaseException:
+            await self.pool.close()
+            raise
+
+    async def check_schema(self) -> None:
+        """The app never migrates: a schema behind the code stops it with the migration to apply."""
+        async with self.pool.connection() as connection:
+            try:
+                rows: list[Any] = await (await connection.execute("SELECT version FROM schema_migrations")).fetchall()
+                applied = {int(row["version"]) for row in rows}
+            except (errors.UndefinedTable, errors.InsufficientPrivilege):
+                applied = set()
+        missing = [name for version, name, _ in migrations() if version not in applied]
+        if missing:
+            more = f" and {len(missing) - 1} more are" if len(missing) > 1 else " is"
+            raise SchemaNotReady(f"PostgreSQL schema is behind this app: migration {missing[0]}{more} not applied; "
+                                 "run `tenantflow db migrate` (with TENANTFLOW_POSTGRES_MIGRATION_DSN set)")
 
     def unavailable(self, exc: BaseException) -> StoreUnavailable:
         """One line naming the cause and the server, never the DSN's credentials."""
@@ -45,13 +72,16 @@ class PostgresDatabase:
 
     async def call(self, query: str, params: Any) -> dict[str, Any]:
         """One statement in autocommit: one round trip. A pooled connection that the server dropped (a restart)
-        is replaced and the statement sent once more; other failures raise StoreUnavailable."""
+        is replaced and the statement sent once more; other failures raise StoreUnavailable. A NUL in a value
+        (no stored id holds one) is NotFound, not a driver error."""
         for attempt in (1, 2):
             try:
                 async with self.pool.connection() as connection:
                     return await (await connection.execute(query, params)).fetchone()  # type: ignore[return-value]
             except PoolTimeout as exc:
                 raise self.unavailable(exc) from None
+            except DataError as exc:
+                raise nul_refused(exc) from None
             except OperationalError as exc:
                 if attempt == 2 or not connection.broken:
                     raise self.unavailable(exc) from None
@@ -61,19 +91,28 @@ class PostgresDatabase:
         await self.pool.close()
 
     @asynccontextmanager
-    async def transaction(self, tenant_id: str | None = None, operator: bool = False) -> AsyncIterator[Any]:
-        """A transaction whose RLS scope is one tenant (or, for operator work, all). The setting is
-        transaction-local, so the pooled connection carries nothing into its next use."""
+    async def transaction(self, tenant_id: str | None = None) -> AsyncIterator[Any]:
+        """A transaction whose RLS scope is one tenant (no tenant: no tenant row is visible; cross-tenant reads go
+        through the tenantflow_* functions of migration 0004). The setting is transaction-local, so the pooled
+        connection carries nothing into its next use. A NUL in any value (no stored id holds one) is NotFound,
+        not a driver error."""
+        if tenant_id is not None and "\x00" in tenant_id:
+            raise NotFound("no such record: the tenant id holds a NUL character")
         try:
             async with self.pool.connection() as connection:
                 async with connection.transaction():
                     if tenant_id is not None:
                         await connection.execute("SELECT set_config('tenantflow.tenant_id', %s, true)", (tenant_id,))
-                    if operator:
-                        await connection.execute("SELECT set_config('tenantflow.scope', 'operator', true)")
                     yield connection
+        except DataError as exc:
+            raise nul_refused(exc) from None
         except (OperationalError, PoolTimeout) as exc:
             raise self.unavailable(exc) from None
+
+
+def nul_refused(exc: DataError) -> Exception:
+    """psycopg refuses NUL in text before sending it: no row can match, so that is the port's NotFound."""
+    return NotFound("no such record: a value holds a NUL character") if "NUL" in str(exc) else exc
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -84,8 +123,8 @@ def migrations() -> list[tuple[int, str, str]]:
 
 
 async def migrate(owner_dsn: str, app_dsn: str) -> list[str]:
-    """Applies pending migrations as the owner (under an advisory lock, so concurrent starts don't race) and
-    grants the app role DML rights. Returns the names applied."""
+    """Applies pending migrations as the owner (under an advisory lock, so concurrent runs don't race; idempotent)
+    and grants the app role DML rights and EXECUTE on the tenantflow_* functions. Returns the names applied."""
     applied: list[str] = []
     app_role = str(conninfo_to_dict(app_dsn).get("user") or "")
     owner_role = str(conninfo_to_dict(owner_dsn).get("user") or "")
@@ -110,4 +149,10 @@ async def migrate(owner_dsn: str, app_dsn: str) -> list[str]:
                     "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(role))
                 await connection.execute(sql.SQL("REVOKE ALL ON schema_migrations FROM {}").format(role))
                 await connection.execute(sql.SQL("GRANT SELECT ON schema_migrations TO {}").format(role))
+                functions = await (await connection.execute(
+                    "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                    "WHERE n.nspname = 'public' AND p.proname LIKE 'tenantflow\\_%'")).fetchall()
+                for (signature,) in functions:
+                    await connection.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
+                        sql.SQL(signature), role))
     return applied

@@ -1,4 +1,5 @@
-"""PostgreSQL adapters of every storage port."""
+"""PostgreSQL adapters of every storage port. Every transaction names its tenant (row-level security admits that
+tenant's rows only); the few reads that span tenants call the tenantflow_* functions of migration 0004."""
 
 from __future__ import annotations
 
@@ -49,24 +50,24 @@ class PostgresTenantStore(TenantStore):
 
     async def add(self, tenant: Tenant) -> None:
         try:
-            async with self.db.transaction() as c:
+            async with self.db.transaction(tenant.id) as c:
                 await c.execute("INSERT INTO tenants VALUES (%s, %s, %s, %s, %s)", (
                     tenant.id, tenant.name, tenant.status, tenant.webhook_secret_blob, tenant.created_at))
         except errors.UniqueViolation:
             raise AlreadyExists(f"tenant {tenant.id} already exists") from None
 
     async def get(self, tenant_id: str) -> Tenant | None:
-        async with self.db.transaction() as c:
+        async with self.db.transaction(tenant_id) as c:
             row = await (await c.execute("SELECT * FROM tenants WHERE id = %s", (tenant_id,))).fetchone()
         return Tenant(**row) if row else None
 
     async def list(self) -> builtins.list[Tenant]:
         async with self.db.transaction() as c:
-            found = await (await c.execute("SELECT * FROM tenants ORDER BY id")).fetchall()
+            found = await (await c.execute("SELECT * FROM tenantflow_tenants()")).fetchall()
         return [Tenant(**row) for row in found]
 
     async def update(self, tenant_id: str, column: str, value: Any) -> None:
-        async with self.db.transaction() as c:
+        async with self.db.transaction(tenant_id) as c:
             cursor = await c.execute(f"UPDATE tenants SET {column} = %s WHERE id = %s", (value, tenant_id))
             if cursor.rowcount == 0:
                 raise NotFound(f"unknown tenant {tenant_id}")
@@ -79,7 +80,7 @@ class PostgresTenantStore(TenantStore):
 
     async def add_api_key(self, key: ApiKey) -> None:
         try:
-            async with self.db.transaction() as c:
+            async with self.db.transaction(key.tenant_id) as c:
                 await c.execute("INSERT INTO api_keys VALUES (%s, %s, %s, %s, %s)", (
                     key.key_id, key.tenant_id, key.key_hash, key.created_at, key.revoked_at))
         except errors.UniqueViolation:
@@ -87,17 +88,17 @@ class PostgresTenantStore(TenantStore):
 
     async def get_api_key(self, key_id: str) -> ApiKey | None:
         async with self.db.transaction() as c:
-            row = await (await c.execute("SELECT * FROM api_keys WHERE key_id = %s", (key_id,))).fetchone()
+            row = await (await c.execute("SELECT * FROM tenantflow_api_key(%s)", (key_id,))).fetchone()
         return ApiKey(**row) if row else None
 
     async def list_api_keys(self, tenant_id: str) -> builtins.list[ApiKey]:
-        async with self.db.transaction() as c:
+        async with self.db.transaction(tenant_id) as c:
             found = await (await c.execute("SELECT * FROM api_keys WHERE tenant_id = %s ORDER BY created_at, key_id",
                                            (tenant_id,))).fetchall()
         return [ApiKey(**row) for row in found]
 
     async def revoke_api_key(self, tenant_id: str, key_id: str) -> bool:
-        async with self.db.transaction() as c:
+        async with self.db.transaction(tenant_id) as c:
             cursor = await c.execute("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) "
                                      "WHERE tenant_id = %s AND key_id = %s", (tenant_id, key_id))
             return cursor.rowcount == 1
@@ -141,11 +142,11 @@ class PostgresCredentialStore(CredentialStore):
             return cursor.rowcount == 1
 
     async def list_not_under_key(self, key_id: str, limit: int = 100) -> builtins.list[StoredCredential]:
-        async with self.db.transaction(operator=True) as c:
-            found = await (await c.execute(
-                "SELECT * FROM credentials WHERE secret_blob IS NOT NULL AND key_id IS DISTINCT FROM %s "
-                "ORDER BY tenant_id, name LIMIT %s", (key_id, limit))).fetchall()
-        return [credential_of(row) for row in found]
+        async with self.db.transaction() as c:
+            names = await (await c.execute("SELECT * FROM tenantflow_credentials_not_under_key(%s, %s)",
+                                           (key_id, limit))).fetchall()
+        found = [await self.get(row["tenant_id"], row["name"]) for row in names]  # each in its tenant's scope
+        return [credential for credential in found if credential is not None]
 
     async def replace_secret(self, tenant_id: str, name: str, expected_version: int, secret_blob: str,
                              key_id: str) -> bool:
@@ -210,19 +211,18 @@ class PostgresRunStore(RunStore):
 
 
     async def list_stale_running(self, started_before: datetime, limit: int = 100) -> builtins.list[RunRecord]:
-        async with self.db.transaction(operator=True) as c:
-            found = await (await c.execute(
-                "SELECT document FROM runs WHERE status = 'running' AND coalesce(document->>'started_at', "
-                "document->>'created_at') < %s ORDER BY created_at LIMIT %s",
-                (time_text(started_before), limit))).fetchall()
-        return [run_from_document(row["document"]) for row in found]
+        async with self.db.transaction() as c:
+            ids = await (await c.execute("SELECT * FROM tenantflow_stale_runs(%s, %s)",
+                                         (time_text(started_before), limit))).fetchall()
+        found = [await self.get(row["tenant_id"], row["run_id"]) for row in ids]  # each in its tenant's scope
+        return [run for run in found if run is not None and run.status == "running"]
 
     async def list_stale_queued(self, created_before: datetime, limit: int = 100) -> builtins.list[RunRecord]:
-        async with self.db.transaction(operator=True) as c:
-            found = await (await c.execute(
-                "SELECT document FROM runs WHERE status = 'queued' AND created_at < %s ORDER BY created_at LIMIT %s",
-                (created_before, limit))).fetchall()
-        return [run_from_document(row["document"]) for row in found]
+        async with self.db.transaction() as c:
+            ids = await (await c.execute("SELECT * FROM tenantflow_stale_queued_runs(%s, %s)",
+                                         (created_before, limit))).fetchall()
+        found = [await self.get(row["tenant_id"], row["run_id"]) for row in ids]  # each in its tenant's scope
+        return [run for run in found if run is not None and run.status == "queued"]
 
 
 def usage_row(r: UsageRecord) -> dict[str, Any]:
@@ -281,13 +281,16 @@ class PostgresUsageQueries(UsageQueries):
         where = "(%(tenant)s::text IS NULL OR tenant_id = %(tenant)s) AND (%(start)s::date IS NULL OR day >= " \
                 "%(start)s) AND (%(end)s::date IS NULL OR day <= %(end)s)"
         params = {"tenant": tenant_id, "start": start, "end": end}
-        async with self.db.transaction() as c:
+        # one tenant: its own rows under row-level security; all tenants (operator): the read-only functions
+        daily, run_days = ("usage_daily", "usage_run_days") if tenant_id is not None else (
+            "tenantflow_usage_daily(%(start)s, %(end)s)", "tenantflow_usage_run_days(%(start)s, %(end)s)")
+        async with self.db.transaction(tenant_id) as c:
             sums = await (await c.execute(
                 f"SELECT {group} AS g, sum(prompt_tokens) AS p, sum(completion_tokens) AS c, sum(total_tokens) AS t, "
-                f"sum(cost) AS cost, sum(priced_records) AS priced FROM usage_daily WHERE {where} GROUP BY 1",
+                f"sum(cost) AS cost, sum(priced_records) AS priced FROM {daily} WHERE {where} GROUP BY 1",
                 params)).fetchall()
             runs = await (await c.execute(
-                f"SELECT {group} AS g, count(DISTINCT (tenant_id, run_id)) AS runs FROM usage_run_days "
+                f"SELECT {group} AS g, count(DISTINCT (tenant_id, run_id)) AS runs FROM {run_days} "
                 f"WHERE {where} GROUP BY 1", params)).fetchall()
         run_counts = {row["g"]: row["runs"] for row in runs}
         return sorted((UsageRow(row["g"], int(row["p"]), int(row["c"]), int(row["t"]),
@@ -305,13 +308,13 @@ class PostgresBudgetStore(BudgetStore):
         self.db = db
 
     async def set_budget(self, budget: Budget) -> None:
-        async with self.db.transaction() as c:
+        async with self.db.transaction(budget.tenant_id) as c:
             await c.execute("INSERT INTO budgets VALUES (%s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE SET "
                             "monthly_tokens = EXCLUDED.monthly_tokens, monthly_cost = EXCLUDED.monthly_cost",
                             (budget.tenant_id, budget.monthly_tokens, budget.monthly_cost))
 
     async def get_budget(self, tenant_id: str) -> Budget | None:
-        async with self.db.transaction() as c:
+        async with self.db.transaction(tenant_id) as c:
             row = await (await c.execute("SELECT * FROM budgets WHERE tenant_id = %s", (tenant_id,))).fetchone()
         if not row:
             return None
@@ -319,7 +322,7 @@ class PostgresBudgetStore(BudgetStore):
         return Budget(tenant_id, row["monthly_tokens"], normalized(cost) if cost is not None else None)
 
     async def counters(self, tenant_id: str, period: str) -> BudgetCounters:
-        async with self.db.transaction() as c:
+        async with self.db.transaction(tenant_id) as c:
             row = await (await c.execute("SELECT * FROM budget_counters WHERE tenant_id = %s AND period = %s",
                                          (tenant_id, period))).fetchone()
         return counters_of(row, tenant_id, period)
@@ -383,7 +386,7 @@ class PostgresScheduleStore(ScheduleStore):
 
     async def add(self, schedule: Schedule) -> None:
         try:
-            async with self.db.transaction() as c:
+            async with self.db.transaction(schedule.tenant_id) as c:
                 await c.execute("INSERT INTO schedules VALUES (%s, %s, %s, %s, %s, %s, %s)", (
                     schedule.id, schedule.tenant_id, schedule.flow_id, schedule.cron, Jsonb(schedule.inputs),
                     schedule.enabled, schedule.created_at))
@@ -392,19 +395,25 @@ class PostgresScheduleStore(ScheduleStore):
 
     async def get(self, schedule_id: str) -> Schedule | None:
         async with self.db.transaction() as c:
-            row = await (await c.execute("SELECT * FROM schedules WHERE id = %s", (schedule_id,))).fetchone()
+            row = await (await c.execute("SELECT * FROM tenantflow_schedule(%s)", (schedule_id,))).fetchone()
         return Schedule(**row) if row else None
 
     async def list(self, tenant_id: str | None = None) -> builtins.list[Schedule]:
-        async with self.db.transaction() as c:
-            found = await (await c.execute(
-                "SELECT * FROM schedules WHERE %(t)s::text IS NULL OR tenant_id = %(t)s ORDER BY tenant_id, id",
-                {"t": tenant_id})).fetchall()
+        async with self.db.transaction(tenant_id) as c:
+            if tenant_id is None:  # the timer's fan-out, the operator's listing
+                found = await (await c.execute("SELECT * FROM tenantflow_schedules()")).fetchall()
+            else:
+                found = await (await c.execute("SELECT * FROM schedules WHERE tenant_id = %s ORDER BY id",
+                                               (tenant_id,))).fetchall()
         return [Schedule(**row) for row in found]
 
     async def remove(self, schedule_id: str) -> bool:
-        async with self.db.transaction() as c:
-            return (await c.execute("DELETE FROM schedules WHERE id = %s", (schedule_id,))).rowcount == 1
+        schedule = await self.get(schedule_id)
+        if schedule is None:
+            return False
+        async with self.db.transaction(schedule.tenant_id) as c:
+            return (await c.execute("DELETE FROM schedules WHERE id = %s AND tenant_id = %s",
+                                    (schedule_id, schedule.tenant_id))).rowcount == 1
 
 
 class PostgresReplayGuard(ReplayGuard):
@@ -412,7 +421,7 @@ class PostgresReplayGuard(ReplayGuard):
         self.db = db
 
     async def first_use(self, tenant_id: str, nonce: str, expires_at: datetime) -> bool:
-        async with self.db.transaction() as c:
+        async with self.db.transaction(tenant_id) as c:
             await c.execute("DELETE FROM replay_guard WHERE expires_at < now()")
             cursor = await c.execute("INSERT INTO replay_guard VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
                                      (tenant_id, nonce, expires_at))
