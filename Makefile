@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 PYTHON ?= python3
 SERVICES := scripts/services.sh
 
-.PHONY: setup demo test test-unit lint bench screenshot services-up services-down clean
+.PHONY: setup demo test test-unit lint bench screenshot services-up services-down package clean
 
 WORKER_VENV := .venv313
 PYTHON313 ?= $(shell ls -d $$HOME/.pyenv/versions/3.13*/bin/python3.13 /usr/bin/python3.13 /usr/local/bin/python3.13 2>/dev/null | head -1)
@@ -49,6 +49,10 @@ screenshot: setup
 	bash $(SERVICES) up
 	set -a; . ./.services/env; set +a; $(PY) -m shared.web.screenshot screenshots/dashboard.png; rc=$$?; bash $(SERVICES) down; exit $$rc
 
+# The deployable zip (what `azd deploy` ships): the repo minus .funcignore, at dist/tenantflow-app.zip.
+package:
+	$(PYTHON) -m shared.app_package
+
 services-up:
 	bash $(SERVICES) up
 
@@ -56,4 +60,4 @@ services-down:
 	bash $(SERVICES) down
 
 clean:
-	rm -rf $(VENV) $(WORKER_VENV) .services .pytest_cache .ruff_cache .mypy_cache .tenantflow
+	rm -rf $(VENV) $(WORKER_VENV) .services dist .pytest_cache .ruff_cache .mypy_cache .tenantflow
