@@ -63,7 +63,7 @@ screenshot: setup
 
 # The deployable zip (what `azd deploy` ships): the repo minus .funcignore, at dist/tenantflow-app.zip.
 package:
-	$(PYTHON) -m shared.app_package
+	$(PYTHON) -m shared.deploy.package
 
 services-up:
 	bash $(SERVICES) up

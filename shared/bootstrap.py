@@ -75,7 +75,8 @@ async def build_services(settings: Settings | None = None, *, stores: Stores | N
     prices = PriceBook.load(settings.prices_file)
     box = SecretBox(settings.encryption_keys)
     stores = stores or await open_stores(settings)
-    model = model or OpenAIModelPort(endpoints)
+    model = model or OpenAIModelPort(endpoints, max_attempts=settings.model_max_attempts,
+                                     timeout=settings.model_timeout_seconds)
     tenants = TenantService(stores.tenants, box)
     credentials = CredentialService(stores.credentials, stores.tenants, box, endpoints,
                                     resolver=secret_resolver or KeyVaultSecretResolver(),

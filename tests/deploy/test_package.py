@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.app_package import PACKAGE_NAME, build_package, is_ignored, package_files, parse_ignore
+from shared.deploy.package import PACKAGE_NAME, build_package, is_ignored, package_files, parse_ignore
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 MUST_HOLD = ("function_app.py", "host.json", "requirements.txt")
@@ -90,7 +90,7 @@ def test_a_negated_rule_re_includes():
 
 
 def test_make_package_writes_one_zip_under_dist():
-    result = subprocess.run([sys.executable, "-m", "shared.app_package"], cwd=ROOT, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "shared.deploy.package"], cwd=ROOT, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
     zips = list((ROOT / "dist").glob("*.zip"))

@@ -7,7 +7,7 @@ from shared.storage.ports import Stores
 
 
 async def open_postgres_stores(settings: Settings) -> Stores:
-    from shared.storage.postgres.database import PostgresDatabase, migrate
+    from shared.storage.postgres.database import EntraTokenPassword, PostgresDatabase, migrate
     from shared.storage.postgres.stores import (
         PostgresBookkeeping,
         PostgresBudgetStore,
@@ -24,8 +24,10 @@ async def open_postgres_stores(settings: Settings) -> Stores:
     assert settings.postgres_dsn is not None  # Settings.from_env guarantees it for this store
     app_dsn = settings.postgres_dsn.reveal()
     owner_dsn = settings.postgres_migration_dsn.reveal() if settings.postgres_migration_dsn else app_dsn
-    await migrate(owner_dsn, app_dsn)
-    db = PostgresDatabase(app_dsn)
+    if not settings.postgres_entra:  # a deployed app (Entra sign-in) is migrated by `tenantflow db migrate`
+        await migrate(owner_dsn, app_dsn)
+    db = PostgresDatabase(app_dsn, max_size=settings.postgres_pool_size,
+                          password=EntraTokenPassword() if settings.postgres_entra else None)
     await db.open()
     return Stores(
         backend="postgres",

@@ -1,6 +1,6 @@
 """Builds the deployable zip of the function app: the repository's files minus what `.funcignore` names.
 
-`make package` (`python -m shared.app_package`) and the packaging test use this one code path. `.funcignore`
+`make package` (`python -m shared.deploy.package`) and the packaging test use this one code path. `.funcignore`
 is read with gitignore rules, as Core Tools and azd read it: `#` comments, `!` re-includes, a trailing `/` matches
 directories only, a pattern holding a `/` is anchored at the root, otherwise it matches a name at any depth;
 `*` and `?` stay inside one path segment and `**` crosses segments. An ignored directory is not descended into.
@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 PACKAGE_NAME = "tenantflow-app.zip"
 ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # fixed, so the same tree gives the same bytes
 
@@ -116,7 +116,7 @@ def build_package(out_dir: Path, root: Path = REPO_ROOT) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.app_package", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m shared.deploy.package", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "dist", help="directory of the zip (default dist/)")
     args = parser.parse_args(argv)
     target = build_package(args.out)
