@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-from shared.connections.openai_model import MAX_RETRY_WAIT
+from shared.bootstrap import build_services
+from shared.connections.openai_model import MAX_RETRY_WAIT, OpenAIModelPort
 from shared.engine.model import Step
 from shared.engine.parser import parse_flow, parse_flow_file
 from shared.engine.worst_case import ModelCallLimits, flow_worst_case_seconds, step_worst_case_seconds
@@ -114,3 +116,14 @@ def test_time_settings_are_read_and_checked():
         with pytest.raises(SettingsError) as error:
             Settings.from_env({name: value})
         assert str(error.value) == message
+
+
+async def test_the_app_s_model_port_uses_the_time_settings(tmp_path):
+    settings = dataclasses.replace(Settings(), sqlite_path=tmp_path / "t.db", model_timeout_seconds=12,
+                                   model_max_attempts=2)
+    services = await build_services(settings)
+    try:
+        assert isinstance(services.model, OpenAIModelPort)
+        assert (services.model.timeout, services.model.max_attempts) == (12, 2)
+    finally:
+        await services.stores.close()
