@@ -80,7 +80,7 @@ resource insights 'Microsoft.Insights/components@2020-02-02' = {
   location: location
   tags: tags
   kind: 'web'
-  properties: { Application_Type: 'web', WorkspaceResourceId: logs.id, DisableLocalAuth: true }
+  properties: { Application_Type: 'web', WorkspaceResourceId: logs.id }
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
@@ -175,7 +175,6 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     sku: { family: 'A', name: 'standard' }
     enableRbacAuthorization: true
     enableSoftDelete: true
-    softDeleteRetentionInDays: purgeProtection ? 90 : 7
     enablePurgeProtection: purgeProtection ? true : null   // Key Vault refuses an explicit false
   }
 }

@@ -147,20 +147,24 @@ def public_ip() -> str:
         return response.read().decode().strip()
 
 
-def preprovision(env: AzdEnvironment) -> None:
-    for line in ensure_secrets(env, key_vault_secret):
+def preprovision(env: AzdEnvironment, vault_lookup: Callable[[str, str], str | None] = key_vault_secret,
+                 token: Callable[[str], str] = azd_token,
+                 lookup_ip: Callable[[], str] = public_ip) -> None:
+    for line in ensure_secrets(env, vault_lookup):
         print(line)
-    values = env.values()
-    for name, value in principal_settings(values, token_claims(azd_token(MANAGEMENT_SCOPE))).items():
+    for name, value in principal_settings(env.values(), token_claims(token(MANAGEMENT_SCOPE))).items():
         env.set(name, value)
         print(f"{name}: {value}")
-    if not (values.get("AZURE_PRINCIPAL_NAME") or env.values().get("AZURE_PRINCIPAL_NAME")):
+    if not env.values().get("AZURE_PRINCIPAL_NAME"):
         print("AZURE_PRINCIPAL_NAME: unknown (set it with `azd env set`): PostgreSQL gets no Entra administrator and "
               "postprovision cannot create the app's login")
     try:
-        env.set("AZURE_CLIENT_IP", public_ip())
+        address = lookup_ip()
     except OSError as exc:
         print(f"AZURE_CLIENT_IP: not found ({exc}); postprovision reaches PostgreSQL only if the firewall admits it")
+    else:
+        env.set("AZURE_CLIENT_IP", address)
+        print(f"AZURE_CLIENT_IP: {address} (admitted by the PostgreSQL firewall)")
 
 
 def dsn(host: str, database: str, user: str, password: str | None = None) -> str:

@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
-from shared.deploy.hooks import SECRETS, HookError, ensure_secrets, principal_settings, token_claims
+from shared.deploy.hooks import (
+    SECRETS,
+    AzdCli,
+    HookError,
+    ensure_secrets,
+    preprovision,
+    principal_settings,
+    token_claims,
+)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -110,3 +120,43 @@ def test_bicep_takes_the_secrets_from_the_azd_environment_and_hooks_exist_for_bo
         in bicep
     assert "type: 'UserAssigned'" in bicep and "SystemAssigned" not in bicep
     assert "dependsOn: [storageRoleAssignments, vaultSecretsUser, metricsPublisher" in bicep
+
+
+FAKE_AZD = '''#!{python}
+"""Stands in for `azd env get-values --output json` and `azd env set NAME VALUE`, keeping values in a JSON file."""
+import json, pathlib, sys
+store = pathlib.Path({store!r})
+values = json.loads(store.read_text()) if store.exists() else {{}}
+args = sys.argv[1:]
+if args[:2] == ["env", "get-values"]:
+    print(json.dumps(values))
+elif args[:2] == ["env", "set"] and len(args) == 4:
+    values[args[2]] = args[3]
+    store.write_text(json.dumps(values))
+else:
+    sys.exit(f"fake azd: unexpected {{args}}")
+'''
+
+
+def test_preprovision_through_the_azd_command_makes_secrets_once(tmp_path, monkeypatch, capsys):
+    store = tmp_path / "env.json"
+    azd = tmp_path / "bin" / "azd"
+    azd.parent.mkdir()
+    azd.write_text(FAKE_AZD.format(python=sys.executable, store=str(store)))
+    azd.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{azd.parent}:{os.environ['PATH']}")
+    token = jwt({"oid": "u-1", "upn": "ada@contoso.com", "idtyp": "user"})
+
+    def run() -> dict[str, str]:
+        preprovision(AzdCli(), vault_lookup=no_vault, token=lambda scope: token, lookup_ip=lambda: "203.0.113.7")
+        return json.loads(store.read_text())
+
+    first = run()
+    assert len(base64.b64decode(first["TENANTFLOW_ENCRYPTION_KEY"])) == 32
+    assert (first["AZURE_PRINCIPAL_NAME"], first["AZURE_PRINCIPAL_ID"], first["AZURE_CLIENT_IP"]) == \
+        ("ada@contoso.com", "u-1", "203.0.113.7")
+    assert run() == first
+    printed = capsys.readouterr().out
+    assert "TENANTFLOW_ENCRYPTION_KEY: generated" in printed and "TENANTFLOW_ENCRYPTION_KEY: kept" in printed
+    for secret in SECRETS:
+        assert first[secret.env_name] not in printed  # secrets never printed
