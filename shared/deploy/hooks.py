@@ -203,17 +203,17 @@ def migrate(values: Mapping[str, str]) -> None:
         raise HookError(f"tenantflow db migrate failed (exit {result.returncode})")
 
 
-def postprovision(env: AzdEnvironment) -> None:
+def postprovision(env: AzdEnvironment, token: Callable[[str], str] = azd_token) -> None:
     values = env.values()
     missing = [name for name in ("POSTGRES_HOST", "POSTGRES_APP_ROLE", "POSTGRES_APP_PRINCIPAL_ID",
                                  "POSTGRES_OWNER_PASSWORD", "TENANTFLOW_ENCRYPTION_KEY")
                if not values.get(name)]
     if missing:
         raise HookError(f"the azd environment lacks {', '.join(missing)}: run `azd provision` again")
-    if values.get("POSTGRES_ENTRA_ADMIN"):
-        print(create_app_login(values, azd_token(POSTGRES_SCOPE)))
-    else:
-        print("PostgreSQL has no Entra administrator (AZURE_PRINCIPAL_NAME was empty): the app's login is not made")
+    if not values.get("POSTGRES_ENTRA_ADMIN"):
+        raise HookError("PostgreSQL has no Entra administrator to create the app's login: `azd env set "
+                        "AZURE_PRINCIPAL_NAME <your user principal name>`, then `azd provision`")
+    print(create_app_login(values, token(POSTGRES_SCOPE)))
     migrate(values)
     print(f"Tenantflow is at {values.get('TENANTFLOW_URL', '?')}; operator key: `azd env get-value "
           "TENANTFLOW_OPERATOR_KEY`")
@@ -221,12 +221,14 @@ def postprovision(env: AzdEnvironment) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    hooks = {"preprovision": preprovision, "postprovision": postprovision}
-    if len(args) != 1 or args[0] not in hooks:
+    if args not in (["preprovision"], ["postprovision"]):
         print("usage: python -m shared.deploy.hooks preprovision|postprovision", file=sys.stderr)
         return 2
     try:
-        hooks[args[0]](AzdCli())
+        if args[0] == "preprovision":
+            preprovision(AzdCli())
+        else:
+            postprovision(AzdCli())
     except HookError as exc:
         print(f"{args[0]}: {exc}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ from shared.deploy.hooks import (
     AzdCli,
     HookError,
     ensure_secrets,
+    postprovision,
     preprovision,
     principal_settings,
     token_claims,
@@ -160,3 +161,21 @@ def test_preprovision_through_the_azd_command_makes_secrets_once(tmp_path, monke
     assert "TENANTFLOW_ENCRYPTION_KEY: generated" in printed and "TENANTFLOW_ENCRYPTION_KEY: kept" in printed
     for secret in SECRETS:
         assert first[secret.env_name] not in printed  # secrets never printed
+
+
+def test_postprovision_names_what_the_azd_environment_lacks_before_touching_anything():
+    asked: list[str] = []
+
+    def token(scope: str) -> str:
+        asked.append(scope)
+        return "t"
+
+    with pytest.raises(HookError) as error:
+        postprovision(MemoryAzdEnvironment({"POSTGRES_HOST": "psql-x.postgres.database.azure.com"}), token)
+    assert str(error.value) == ("the azd environment lacks POSTGRES_APP_ROLE, POSTGRES_APP_PRINCIPAL_ID, "
+                                "POSTGRES_OWNER_PASSWORD, TENANTFLOW_ENCRYPTION_KEY: run `azd provision` again")
+    provisioned = {"POSTGRES_HOST": "h", "POSTGRES_APP_ROLE": "id-x", "POSTGRES_APP_PRINCIPAL_ID": "oid",
+                   "POSTGRES_OWNER_PASSWORD": "p", "TENANTFLOW_ENCRYPTION_KEY": "k", "POSTGRES_ENTRA_ADMIN": ""}
+    with pytest.raises(HookError, match="AZURE_PRINCIPAL_NAME"):
+        postprovision(MemoryAzdEnvironment(provisioned), token)
+    assert asked == []
