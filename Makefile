@@ -5,18 +5,30 @@ PIP := $(VENV)/bin/pip
 PYTHON ?= python3
 SERVICES := scripts/services.sh
 
-.PHONY: setup demo test test-unit lint bench screenshot services-up services-down clean
+.PHONY: setup demo test test-unit lint bench screenshot services-up services-down package clean
 
-WORKER_VENV := .venv313
+# Clean Python 3.12 and 3.13 venvs holding requirements.txt and the Functions Python worker of that version; the
+# worker indexing test (tests/functions/test_worker_indexing.py) indexes function_app.py in each. Rebuilt only when
+# requirements.txt changes (the .requirements-installed stamp).
+WORKER_VENVS := .venv312 .venv313
+PYTHON312 ?= $(shell ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12 /usr/local/bin/python3.12 2>/dev/null | head -1)
 PYTHON313 ?= $(shell ls -d $$HOME/.pyenv/versions/3.13*/bin/python3.13 /usr/bin/python3.13 /usr/local/bin/python3.13 2>/dev/null | head -1)
 
-setup: $(VENV)/.installed $(WORKER_VENV)/.installed
+setup: $(VENV)/.installed $(addsuffix /.requirements-installed,$(WORKER_VENVS))
 
-# The real Azure Functions Python worker (Python 3.13) that indexes function_app.py in a test.
-$(WORKER_VENV)/.installed: requirements.txt
+# Python 3.12: the 4.x worker ships inside the Functions host, not on PyPI; its loader's indexing is azure-functions'
+# FunctionRegister discovery + get_raw_bindings, which index_with_worker.py runs when azure_functions_runtime is absent.
+.venv312/.requirements-installed: requirements.txt
+	@test -n "$(PYTHON312)" || { echo "python3.12 not found (needed for the worker indexing test)"; exit 1; }
+	rm -rf .venv312 && $(PYTHON312) -m venv .venv312
+	.venv312/bin/pip install -q -r requirements.txt
+	touch $@
+
+# Python 3.13: the worker is azure-functions-runtime, from PyPI.
+.venv313/.requirements-installed: requirements.txt
 	@test -n "$(PYTHON313)" || { echo "python3.13 not found (needed for the worker indexing test)"; exit 1; }
-	$(PYTHON313) -m venv $(WORKER_VENV)
-	$(WORKER_VENV)/bin/pip install -q "azure-functions-runtime>=1.3,<2" "azure-functions>=1.20,<3"
+	rm -rf .venv313 && $(PYTHON313) -m venv .venv313
+	.venv313/bin/pip install -q -r requirements.txt "azure-functions-runtime>=1.3,<2"
 	touch $@
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
@@ -49,6 +61,10 @@ screenshot: setup
 	bash $(SERVICES) up
 	set -a; . ./.services/env; set +a; $(PY) -m shared.web.screenshot screenshots/dashboard.png; rc=$$?; bash $(SERVICES) down; exit $$rc
 
+# The deployable zip (what `azd deploy` ships): the repo minus .funcignore, at dist/tenantflow-app.zip.
+package:
+	$(PYTHON) -m shared.deploy.package
+
 services-up:
 	bash $(SERVICES) up
 
@@ -56,4 +72,4 @@ services-down:
 	bash $(SERVICES) down
 
 clean:
-	rm -rf $(VENV) $(WORKER_VENV) .services .pytest_cache .ruff_cache .mypy_cache .tenantflow
+	rm -rf $(VENV) $(WORKER_VENVS) .services dist .pytest_cache .ruff_cache .mypy_cache .tenantflow

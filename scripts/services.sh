@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts / stops the real services the tests use, on 127.0.0.1 only:
 #   PostgreSQL (a throwaway cluster owned by the `postgres` user) and Azurite (Azure Storage emulator, from npm).
-# `up` writes .services/env with the connection settings; `down` stops both and removes the data.
+# `up` writes .services/env with the connection settings the tests use, and local.settings.json for `func start`
+# (shared/deploy/local_settings.py); `down` stops both and removes the data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD/.services"
@@ -54,6 +55,15 @@ up() {
 TENANTFLOW_TEST_POSTGRES_ADMIN_DSN='postgresql://postgres@127.0.0.1:$pgport/postgres'
 TENANTFLOW_TEST_TABLE_CONNECTION='DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$key;BlobEndpoint=http://127.0.0.1:$azport/devstoreaccount1;QueueEndpoint=http://127.0.0.1:$((azport+1))/devstoreaccount1;TableEndpoint=http://127.0.0.1:$((azport+2))/devstoreaccount1;'
 ENV
+  # a `tenantflow` database for `func start`, with the owner and app roles as deployed (local.settings.json)
+  runuser -u postgres -- "$bin/psql" -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres -d postgres \
+    -c "CREATE ROLE tenantflow_owner LOGIN NOSUPERUSER CREATEDB" \
+    -c "CREATE ROLE tenantflow_app LOGIN NOSUPERUSER NOBYPASSRLS" \
+    -c "CREATE DATABASE tenantflow OWNER tenantflow_owner" >/dev/null
+  runuser -u postgres -- "$bin/psql" -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres -d tenantflow \
+    -c "REVOKE ALL ON SCHEMA public FROM PUBLIC" -c "GRANT ALL ON SCHEMA public TO tenantflow_owner" >/dev/null
+  local python=python3; [ -x .venv/bin/python ] && python=.venv/bin/python
+  "$python" -m shared.deploy.local_settings --postgres-port "$pgport" --azurite-port "$azport"
   echo "services up: postgres 127.0.0.1:$pgport, azurite 127.0.0.1:$azport-$((azport+2))"
 }
 

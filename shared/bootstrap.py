@@ -84,7 +84,8 @@ async def build_services(settings: Settings | None = None, *, stores: Stores | N
     box = SecretBox(settings.encryption_keys)
     stores = stores or await open_stores(settings, azure_credential)
     model = model or OpenAIModelPort(endpoints, ClientCache(
-        lambda: outbound_http_client(endpoints, None), token_credential=azure_credential))
+        lambda: outbound_http_client(endpoints, None), token_credential=azure_credential),
+        max_attempts=settings.model_max_attempts, timeout=settings.model_timeout_seconds)
     tenants = TenantService(stores.tenants, box, stores.replay, clock)
     credentials = CredentialService(stores.credentials, stores.tenants, box, endpoints,
                                     resolver=secret_resolver or KeyVaultSecretResolver(

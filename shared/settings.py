@@ -36,6 +36,11 @@ SETTING_NAMES = (
     "TENANTFLOW_PRICES_FILE",
     "TENANTFLOW_OPERATOR_KEY",
     "TENANTFLOW_CREDENTIAL_CACHE_TTL",
+    "TENANTFLOW_POSTGRES_POOL_SIZE",
+    "TENANTFLOW_POSTGRES_ENTRA",
+    "TENANTFLOW_MODEL_TIMEOUT_SECONDS",
+    "TENANTFLOW_MODEL_MAX_ATTEMPTS",
+    "TENANTFLOW_SYNC_LIMIT_SECONDS",
 )
 
 
@@ -64,6 +69,13 @@ class Settings:
     prices_file: Path = REPO_ROOT / "shared" / "services" / "prices.yaml"
     operator_key: Secret | None = None
     credential_cache_ttl: float = 60.0
+    postgres_pool_size: int = 6  # per instance; × maximumInstanceCount must fit max_connections (infra/main.bicep)
+    postgres_entra: bool = False  # sign in to PostgreSQL with the managed identity's Entra token, no password
+    # one model call's worst case (timeout × attempts + retry waits) stays under the sync limit, and a flow of three
+    # calls under host.json's functionTimeout (tests/deploy/test_time_limits.py)
+    model_timeout_seconds: float = 45.0
+    model_max_attempts: int = 3
+    sync_limit_seconds: float = 200.0  # a sync run that may take longer answers 202 and runs from the queue
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -89,12 +101,23 @@ class Settings:
             raise SettingsError(str(exc)) from None
         if store != "sqlite" and not keys:
             raise SettingsError(f"TENANTFLOW_ENCRYPTION_KEY: required when TENANTFLOW_STORE={store}")
-        ttl_raw = get("TENANTFLOW_CREDENTIAL_CACHE_TTL") or "60"
-        try:
-            ttl = float(ttl_raw)
-        except ValueError:
-            raise SettingsError(f"TENANTFLOW_CREDENTIAL_CACHE_TTL: not a number: {ttl_raw!r}") from None
         defaults = cls()
+
+        def number(name: str, default: float, minimum: float, maximum: float, integer: bool = False) -> float:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                value = int(raw) if integer else float(raw)
+            except ValueError:
+                raise SettingsError(f"{name}: not {'an integer' if integer else 'a number'}: {raw!r}") from None
+            if not minimum <= value <= maximum:
+                raise SettingsError(f"{name}: must be between {minimum:g} and {maximum:g}, got {raw}")
+            return value
+
+        entra_raw = (get("TENANTFLOW_POSTGRES_ENTRA") or "false").lower()
+        if entra_raw not in ("true", "false"):
+            raise SettingsError(f"TENANTFLOW_POSTGRES_ENTRA: must be true or false, got {entra_raw!r}")
         queue_connection = get("TENANTFLOW_QUEUE_CONNECTION") or get("AzureWebJobsStorage")
         return cls(
             store=store,
@@ -115,7 +138,12 @@ class Settings:
             connections_file=Path(get("TENANTFLOW_CONNECTIONS_FILE") or defaults.connections_file),
             prices_file=Path(get("TENANTFLOW_PRICES_FILE") or defaults.prices_file),
             operator_key=secret_or_none(get("TENANTFLOW_OPERATOR_KEY")),
-            credential_cache_ttl=ttl,
+            credential_cache_ttl=number("TENANTFLOW_CREDENTIAL_CACHE_TTL", defaults.credential_cache_ttl, 0, 86400),
+            postgres_pool_size=int(number("TENANTFLOW_POSTGRES_POOL_SIZE", defaults.postgres_pool_size, 1, 100, True)),
+            postgres_entra=entra_raw == "true",
+            model_timeout_seconds=number("TENANTFLOW_MODEL_TIMEOUT_SECONDS", defaults.model_timeout_seconds, 1, 600),
+            model_max_attempts=int(number("TENANTFLOW_MODEL_MAX_ATTEMPTS", defaults.model_max_attempts, 1, 10, True)),
+            sync_limit_seconds=number("TENANTFLOW_SYNC_LIMIT_SECONDS", defaults.sync_limit_seconds, 1, 230),
         )
 
 

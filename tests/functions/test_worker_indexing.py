@@ -1,10 +1,12 @@
-"""The real Python worker (azure-functions-runtime, Python 3.13) indexes function_app.py offline: every route,
-binding, queue name and schedule is what the contract says."""
+"""The Functions Python worker of each supported version indexes function_app.py offline, in a clean venv holding
+requirements.txt (Python 3.12, the version infra/ deploys, and 3.13): every route, binding, queue name and schedule
+is what the contract says."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -14,23 +16,45 @@ import pytest
 from shared.services.queue_worker import MAX_DEQUEUE_COUNT, RUN_TIMEOUT
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-WORKER_PYTHON = ROOT / ".venv313" / "bin" / "python"
+WORKER_VENVS = {"3.12": ROOT / ".venv312", "3.13": ROOT / ".venv313"}
 
 
-def indexed() -> dict[str, list[dict]]:
-    if not WORKER_PYTHON.exists():
-        message = ".venv313 is missing: `make setup` builds it (Python 3.13 + azure-functions-runtime)"
+def worker_python(version: str) -> Path:
+    python = WORKER_VENVS[version] / "bin" / "python"
+    if not python.exists():
+        message = f"{WORKER_VENVS[version].name} is missing: `make setup` builds it (Python {version}, requirements)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    result = subprocess.run([str(WORKER_PYTHON), str(Path(__file__).parent / "index_with_worker.py"), str(ROOT)],
-                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    return python
+
+
+@pytest.fixture(scope="module", params=sorted(WORKER_VENVS))
+def indexed(request) -> dict[str, list[dict]]:
+    result = subprocess.run([str(worker_python(request.param)), str(Path(__file__).parent / "index_with_worker.py"),
+                             str(ROOT)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    return {f["name"]: f["bindings"] for f in json.loads(result.stdout)}
+    report = json.loads(result.stdout)
+    assert report["python"].startswith(request.param + ".")
+    assert report["worker"].startswith("azure-functions-runtime" if request.param == "3.13" else "azure-functions ")
+    return {f["name"]: f["bindings"] for f in report["functions"]}
 
 
-def test_the_worker_finds_every_function_with_its_bindings():
-    functions = indexed()
+@pytest.mark.parametrize("version", sorted(WORKER_VENVS))
+def test_each_worker_venv_holds_every_requirement(version):
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    names = [re.split(r"[<>=\[ ;#]", line.strip(), maxsplit=1)[0] for line in lines
+             if line.strip() and not line.lstrip().startswith("#")]
+    script = ("import importlib.metadata as m, json, sys\n"
+              "print(json.dumps({n: m.version(n) for n in sys.argv[1:]}))")
+    result = subprocess.run([str(worker_python(version)), "-c", script, *names], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr  # PackageNotFoundError names the missing one
+    assert set(json.loads(result.stdout)) == set(names) and len(names) >= 10
+
+
+def test_the_worker_finds_every_function_with_its_bindings(indexed):
+    functions = indexed
     http = {name: next(b for b in bindings if b["type"] == "httpTrigger") for name, bindings in functions.items()
             if any(b["type"] == "httpTrigger" for b in bindings)}
     routes = {(b["route"], tuple(b["methods"])) for b in http.values()}

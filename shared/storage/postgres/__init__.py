@@ -7,7 +7,7 @@ from shared.storage.ports import Stores
 
 
 async def open_postgres_stores(settings: Settings) -> Stores:
-    from shared.storage.postgres.database import PostgresDatabase
+    from shared.storage.postgres.database import EntraTokenPassword, PostgresDatabase
     from shared.storage.postgres.stores import (
         PostgresBookkeeping,
         PostgresBudgetStore,
@@ -22,7 +22,8 @@ async def open_postgres_stores(settings: Settings) -> Stores:
     )
 
     assert settings.postgres_dsn is not None  # Settings.from_env guarantees it for this store
-    db = PostgresDatabase(settings.postgres_dsn.reveal())
+    db = PostgresDatabase(settings.postgres_dsn.reveal(), max_size=settings.postgres_pool_size,
+                          password=EntraTokenPassword() if settings.postgres_entra else None)
     await db.open()  # never migrates (that is `tenantflow db migrate`); SchemaNotReady when the schema is behind
     return Stores(
         backend="postgres",

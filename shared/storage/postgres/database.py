@@ -6,7 +6,7 @@ step, and an app whose schema is behind stops at start with `SchemaNotReady` nam
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -19,6 +19,23 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from shared.storage.ports import NotFound, StoreUnavailable
 
 MIGRATION_LOCK = 7_270_707
+ENTRA_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
+
+
+class EntraTokenPassword:
+    """The password of each new connection when the app signs in with Entra: an access token for Azure Database for
+    PostgreSQL, from the managed identity (AZURE_CLIENT_ID names a user-assigned one). Tokens last about an hour;
+    a connection only needs a valid one when it opens."""
+
+    def __init__(self, credential: Any = None) -> None:
+        self.credential = credential
+
+    async def __call__(self) -> str:
+        if self.credential is None:
+            from azure.identity.aio import DefaultAzureCredential
+            self.credential = DefaultAzureCredential()
+        token = await self.credential.get_token(ENTRA_SCOPE)
+        return str(token.token)
 
 
 class SchemaNotReady(RuntimeError):
@@ -27,13 +44,21 @@ class SchemaNotReady(RuntimeError):
 
 class PostgresDatabase:
     """Connections are in autocommit mode: a single statement (a call of one of the migration's functions) is
-    its own transaction and costs one round trip; `transaction()` opens an explicit one."""
+    its own transaction and costs one round trip; `transaction()` opens an explicit one. `max_size` is
+    TENANTFLOW_POSTGRES_POOL_SIZE; `password`, when given, is asked for each new connection (an Entra token)."""
 
-    def __init__(self, dsn: str, min_size: int = 1, max_size: int = 10, timeout: float = 10.0) -> None:
+    def __init__(self, dsn: str, min_size: int = 1, max_size: int = 10, timeout: float = 10.0,
+                 password: Callable[[], Awaitable[str]] | None = None) -> None:
         info = conninfo_to_dict(dsn)
         self.address = f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}"
-        self.pool = AsyncConnectionPool(dsn, min_size=min_size, max_size=max_size, open=False, timeout=timeout,
-                                        kwargs={"row_factory": dict_row, "autocommit": True})
+        options: dict[str, Any] = {"row_factory": dict_row, "autocommit": True}
+
+        async def options_with_password() -> dict[str, Any]:
+            assert password is not None
+            return {**options, "password": await password()}
+
+        self.pool = AsyncConnectionPool(dsn, min_size=min(min_size, max_size), max_size=max_size, open=False,
+                                        timeout=timeout, kwargs=options_with_password if password else options)
 
     async def open(self) -> None:
         try:

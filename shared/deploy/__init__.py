@@ -1,0 +1,1 @@
+"""Deploy-time tooling: the app package and the azd hooks. Left out of the deployed zip (.funcignore)."""
