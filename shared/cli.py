@@ -248,7 +248,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 async def cmd_emulator(args: argparse.Namespace) -> int:
     from shared.emulator.server import serve
 
-    await asyncio.to_thread(serve, host=args.host, port=args.port, api_keys=set(args.api_key or []) or None)
+    models = parse_pairs(args.model, "--model")
+    await asyncio.to_thread(serve, host=args.host, port=args.port, api_keys=set(args.api_key or []) or None,
+                            models=models)
     return EXIT_OK
 
 
@@ -371,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--api-key", action="append", help="accepted key (repeatable); none: any key")
+    p.add_argument("--model", action="append", metavar="DEPLOYMENT=MODEL",
+                   help="the model a deployment reports in `model` (repeatable)")
     return parser
 
 

@@ -13,9 +13,10 @@ SHIPPED = Path(__file__).resolve().parent.parent.parent / "flows"
 CONNECTIONS = {"default"}
 
 EXPECTED = {
-    'bad_response_format.yaml': "bad_response_format.yaml:7: step a: field response_format: must be one of text, json_object, got 'xml'",
+    'bad_response_format.yaml': "bad_response_format.yaml:7: step a: field response_format: must be text, json_object or {type: json_schema, name, schema, strict}, got 'xml'",
     'chat_without_user_prompt.yaml': 'chat_without_user_prompt.yaml:3: step a: field user_prompt: a chat_completion needs `user_prompt`, `history` or `prompt_template`',
     'comment_only.yaml': 'comment_only.yaml:1: empty file: a flow needs `id` and `steps`',
+    'connection_not_a_name.yaml': "connection_not_a_name.yaml:5: step a: field connection: 'Contoso AI' is neither a static connection (known: default) nor a tenant credential name (lowercase letters, digits, _ and -)",
     'declare_wrong_value_type.yaml': 'declare_wrong_value_type.yaml:7: step a: field value: must be integer, got a string',
     'duplicate_key.yaml': "duplicate_key.yaml:6: duplicate key 'value'",
     'duplicate_step_id.yaml': 'duplicate_step_id.yaml:5: step a: field id: duplicate step id (first used on line 3)',
@@ -45,7 +46,7 @@ EXPECTED = {
     'unknown_field.yaml': "unknown_field.yaml:7: step a: field temprature: unknown field for kind chat_completion (did you mean 'temperature'?)",
     'unknown_input_type.yaml': "unknown_input_type.yaml:3: field inputs.n.type: unknown input type 'int'; expected one of string, integer, number, boolean, list, object (did you mean 'integer'?)",
     'unknown_kind.yaml': "unknown_kind.yaml:4: step a: field kind: unknown kind 'chat_complete' (did you mean 'chat_completion'?); expected one of declare_variable, set_variable, load_credential, create_azure_ai_connection, chat_completion, if, for_each, try, return",
-    'unknown_static_connection.yaml': "unknown_static_connection.yaml:5: step a: field connection: unknown static connection 'contoso'; known: default",
+    'unknown_static_connection.yaml': "unknown_static_connection.yaml:5: step a: field connection: unknown static connection 'defualt' (did you mean 'default'?); known: default",
     'unknown_top_level_key.yaml': "unknown_top_level_key.yaml:2: field title: unknown top-level key 'title'",
     'wrong_field_type.yaml': 'wrong_field_type.yaml:7: step a: field temperature: must be a number, got a string',
     'yaml_syntax.yaml': "yaml_syntax.yaml:6: YAML syntax error: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence started on line 5)",

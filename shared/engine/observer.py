@@ -1,0 +1,55 @@
+"""What a run reports while it runs: step records and an observer that sees them as they happen.
+
+A `RunObserver` is handed to `FlowExecutor.run`; the HTTP layer streams its events as SSE and the CLI prints them.
+Its methods are called on the run's event loop and must return quickly (queue the event, do not await I/O). An
+observer that raises is logged and ignored: watching a run never changes or stops it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from shared.engine.usage import TokenUsage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepOutcome:
+    id: str
+    kind: str
+    status: str  # running (while it runs) | succeeded | failed
+    duration_ms: float
+    iteration: int = 0
+    usage: TokenUsage | None = None
+    error: str | None = None
+    error_code: str | None = None
+    endpoint_host: str | None = None
+
+    def event(self) -> dict[str, object]:
+        """The `step` event of a streamed run: `{id, status, duration_ms, usage}` (+ iteration, kind, error)."""
+        return {"id": self.id, "kind": self.kind, "iteration": self.iteration, "status": self.status,
+                "duration_ms": round(self.duration_ms, 3), "usage": self.usage.as_dict() if self.usage else None,
+                "error": self.error}
+
+
+class RunObserver:
+    """Default: sees nothing. Subclass and override what you need."""
+
+    def step_started(self, step: StepOutcome) -> None:
+        """A step begins (status `running`, duration 0)."""
+
+    def step_finished(self, step: StepOutcome) -> None:
+        """A step ended: status succeeded or failed, its duration and usage."""
+
+    def token(self, step_id: str, iteration: int, delta: str) -> None:
+        """A content delta of a `chat_completion` step with `stream: true`."""
+
+
+def notify(callback: object, *args: object) -> None:
+    """Calls an observer method; an observer's failure is logged, never raised into the run."""
+    try:
+        callback(*args)  # type: ignore[operator]
+    except Exception:
+        log.exception("run observer failed; the run goes on")
