@@ -22,7 +22,7 @@ from typing import Any
 from shared.engine.errors import FlowError, Problem
 from shared.engine.model import COMMON_FIELDS, INPUT_TYPES, RESERVED_NAMES, STEP_KINDS, Flow, Step
 from shared.engine.parser import is_identifier, suggest, type_name
-from shared.engine.schemas import schema_problems
+from shared.engine.schemas import line_in, schema_problems
 from shared.engine.templates import Reference, TemplateError, references
 
 MAX_CONCURRENCY = 16
@@ -179,8 +179,9 @@ class Validator:
         if "schema" not in value:
             self.problem(line, "missing required key", step.id, "response_format.schema")
             return
-        for message in schema_problems(value["schema"], strict is True):
-            self.problem(where("schema"), message, step.id, "response_format.schema")
+        for found in schema_problems(value["schema"], strict is True):
+            self.problem(line_in(value["schema"], found.path, where("schema")), found.message, step.id,
+                         "response_format.schema")
 
     def check_tools(self, step: Step, value: Any, line: int) -> None:
         if not isinstance(value, list) or not value:
@@ -210,8 +211,9 @@ class Validator:
             if not isinstance(parameters, dict) or parameters.get("type") != "object":
                 self.problem(tool_line, "function.parameters must be a JSON Schema of type object", step.id, where)
                 continue
-            for message in schema_problems(parameters, function.get("strict") is True):
-                self.problem(tool_line, f"function.parameters: {message}", step.id, where)
+            for found in schema_problems(parameters, function.get("strict") is True):
+                self.problem(line_in(parameters, found.path, tool_line), f"function.parameters: {found.message}",
+                             step.id, where)
 
     def tool_names(self, step: Step) -> list[str]:
         tools = step.fields.get("tools")
@@ -223,7 +225,7 @@ class Validator:
             return
         value, line = step.fields["tool_choice"], step.line_of("tool_choice")
         if "tools" not in step.fields:
-            self.problem(line, "tool_choice needs tools", step.id, "tool_choice")
+            self.problem(line, "tool_choice needs `tools` in the same step", step.id, "tool_choice")
             return
         if isinstance(value, dict):
             function = value.get("function")

@@ -185,3 +185,33 @@ async def test_guarded_references_validate_and_fall_back_at_run_time():
                      "else 'ok' }}\"\n")
     outcome, _ = await run(flow, {})
     assert outcome.outputs == {"e": "none", "f": "ok"}
+
+
+async def test_nested_loops_in_a_concurrent_loop_number_iterations_deterministically():
+    flow = flow_from("id: f\nsteps:\n  - id: before\n    kind: chat_completion\n    model: m\n    user_prompt: x\n"
+                     "  - id: outer\n    kind: for_each\n    items: '{{ [[1, 2], [3], [4, 5, 6]] }}'\n    as: row\n"
+                     "    concurrency: 3\n    steps:\n      - id: inner\n        kind: for_each\n"
+                     "        items: '{{ row }}'\n        as: n\n        concurrency: 2\n        steps:\n"
+                     "          - {id: a, kind: chat_completion, model: m, user_prompt: '{{ n }}'}\n"
+                     "    output: '{{ row | length }}'\n    result: sizes\n"
+                     "  - {id: a2, kind: chat_completion, model: m, user_prompt: after}\n"
+                     "outputs:\n  sizes: '{{ sizes }}'\n")
+    first, model = await run(flow, {})
+    assert first.status == "succeeded", first.error
+    assert first.outputs == {"sizes": [2, 1, 3]}
+    # row i, item j of the row → base 0 + 3·j + i: six calls, six distinct usage keys, independent of timing
+    numbers = {r.iteration: r.messages[-1]["content"] for r in model.requests if r.step_id == "a"}
+    assert numbers == {0: "1", 3: "2", 1: "3", 2: "4", 5: "5", 8: "6"}
+    assert [r.iteration for r in model.requests if r.step_id in ("before", "a2")] == [0, 0]
+    again, _ = await run(flow, {})
+    assert [(s.id, s.iteration) for s in first.steps] == [(s.id, s.iteration) for s in again.steps]
+
+
+async def test_concurrent_loop_keeps_outer_variables_unchanged_and_body_names_from_the_last_item():
+    flow = flow_from("id: f\nsteps:\n  - {id: d, kind: declare_variable, name: base, type: integer, value: 10}\n"
+                     "  - id: loop\n    kind: for_each\n    items: '{{ [1, 2, 3] }}'\n    as: n\n    concurrency: 3\n"
+                     "    steps:\n      - {id: v, kind: declare_variable, name: mine, type: integer, "
+                     "value: '{{ base + n }}'}\n    output: '{{ mine }}'\n    result: all\n"
+                     "outputs:\n  all: '{{ all }}'\n  base: '{{ base }}'\n  last: '{{ mine }}'\n")
+    outcome, _ = await run(flow, {})
+    assert outcome.outputs == {"all": [11, 12, 13], "base": 10, "last": 13}
