@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.engine.chat_template import chat_template_messages
 from shared.engine.model import Flow, Step
 from shared.engine.observer import RunObserver, StepOutcome, notify
 from shared.engine.ports import (
@@ -242,6 +243,8 @@ class FlowExecutor:
         state.scope[step.get("result")] = result_value(result, request)
 
     def messages(self, step: Step, state: RunState) -> list[dict[str, Any]]:
+        if "chat_template" in step.fields:
+            return chat_template_messages(step.fields["chat_template"], state.scope)
         messages: list[dict[str, Any]] = []
         if "system_prompt" in step.fields:
             messages.append({"role": "system", "content": self.text(step, "system_prompt", state)})

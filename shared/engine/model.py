@@ -57,6 +57,7 @@ STEP_KINDS: dict[str, dict[str, FieldSpec]] = {
         "history": FieldSpec("value"),
         "context": FieldSpec("value"),
         "prompt_template": FieldSpec("text"),
+        "chat_template": FieldSpec("text"),
         "temperature": FieldSpec("number", default=0.7),
         "max_completion_tokens": FieldSpec("integer"),
         "response_format": FieldSpec("response_format", default="text"),

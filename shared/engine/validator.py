@@ -35,7 +35,7 @@ INNER_FIELDS = {("for_each", "output")}  # checked in the loop's own scope
 
 BUILTIN_ROOTS = {"inputs": None, "tenant": ("id", "name"), "run": ("id", "flow", "trigger")}
 TEXT_SINKS = {
-    "chat_completion": ("system_prompt", "user_prompt", "history", "context", "prompt_template"),
+    "chat_completion": ("system_prompt", "user_prompt", "history", "context", "prompt_template", "chat_template"),
     "return": ("value",),
 }
 CREDENTIAL_PUBLIC_FIELDS = ("endpoint", "api_version", "auth", "kind", "name", "version", "base_url")
@@ -344,9 +344,14 @@ class Validator:
             self.problem(step.line_of("dynamic_connection"), f"undefined dynamic connection {dynamic!r}: no "
                          f"create_azure_ai_connection step before it sets connection_variable: {dynamic}"
                          f"{suggest(dynamic, scope.connections)}", step.id, "dynamic_connection")
-        if not any(k in step.fields for k in ("user_prompt", "history", "prompt_template")):
-            self.problem(step.line, "a chat_completion needs `user_prompt`, `history` or `prompt_template`",
-                         step.id, "user_prompt")
+        if "chat_template" in step.fields:
+            for name in ("system_prompt", "user_prompt", "history", "context", "prompt_template"):
+                if name in step.fields:
+                    self.problem(step.line_of(name), "chat_template gives every message; remove this field or "
+                                 "chat_template", step.id, name)
+        elif not any(k in step.fields for k in ("user_prompt", "history", "prompt_template")):
+            self.problem(step.line, "a chat_completion needs `user_prompt`, `history`, `prompt_template` or "
+                         "`chat_template`", step.id, "user_prompt")
         template = step.fields.get("prompt_template")
         if isinstance(template, str) and "@@userPrompt" in template and "user_prompt" not in step.fields:
             self.problem(step.line_of("prompt_template"), "uses @@userPrompt but the step has no user_prompt",

@@ -14,7 +14,8 @@ CONNECTIONS = {"default"}
 
 EXPECTED = {
     'bad_response_format.yaml': "bad_response_format.yaml:7: step a: field response_format: must be text, json_object or {type: json_schema, name, schema, strict}, got 'xml'",
-    'chat_without_user_prompt.yaml': 'chat_without_user_prompt.yaml:3: step a: field user_prompt: a chat_completion needs `user_prompt`, `history` or `prompt_template`',
+    'chat_template_with_user_prompt.yaml': 'chat_template_with_user_prompt.yaml:6: step a: field user_prompt: chat_template gives every message; remove this field or chat_template',
+    'chat_without_user_prompt.yaml': 'chat_without_user_prompt.yaml:3: step a: field user_prompt: a chat_completion needs `user_prompt`, `history`, `prompt_template` or `chat_template`',
     'comment_only.yaml': 'comment_only.yaml:1: empty file: a flow needs `id` and `steps`',
     'concurrency_too_high.yaml': 'concurrency_too_high.yaml:7: step loop: field concurrency: must be at most 16, got 32',
     'concurrent_return.yaml': 'concurrent_return.yaml:13: step stop: return is not allowed inside for_each loop, whose iterations run concurrently',
