@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from shared.engine.executor import FlowExecutor, RunContext, RunOutcome
+from shared.engine.executor import FlowExecutor, RunContext, RunObserver, RunOutcome
 from shared.engine.inputs import coerce_inputs
 from shared.engine.model import Flow
 from shared.engine.ports import ModelPort
@@ -97,24 +97,27 @@ class RunService:
             return Prepared(existing or run, False, flow, tenant)
         return Prepared(run, True, flow, tenant)
 
-    async def run(self, tenant_id: str, flow_ref: str, raw_inputs: Any, trigger: str, **options: Any) -> RunRecord:
-        """Prepares and executes a run now (sync). An idempotent replay returns the stored run unchanged."""
+    async def run(self, tenant_id: str, flow_ref: str, raw_inputs: Any, trigger: str, *,
+                  observer: RunObserver | None = None, **options: Any) -> RunRecord:
+        """Prepares and executes a run now (sync). An idempotent replay returns the stored run unchanged.
+        `observer` sees steps start and finish, and streamed tokens, while the run goes on."""
         prepared = await self.prepare(tenant_id, flow_ref, raw_inputs, trigger, **options)
         if not prepared.created or prepared.flow is None:
             return prepared.run
-        return await self.execute(prepared.run, prepared.flow, prepared.tenant)
+        return await self.execute(prepared.run, prepared.flow, prepared.tenant, observer)
 
     async def claim(self, tenant_id: str, run_id: str) -> bool:
         """queued → running; exactly one of many concurrent claimers gets True."""
         return await self.stores.runs.transition(tenant_id, run_id, ("queued",), "running")
 
-    async def execute(self, run: RunRecord, flow: Flow, tenant: Tenant) -> RunRecord:
+    async def execute(self, run: RunRecord, flow: Flow, tenant: Tenant,
+                      observer: RunObserver | None = None) -> RunRecord:
         metered = MeteredModelPort(self.model, self.stores.usage, self.stores.budgets, self.prices,
                                    tenant.id, run.run_id, flow.id, now=self.now)
         executor = self.executor_factory(metered)
         context = RunContext(tenant.id, tenant.name, run.run_id, run.trigger)
         try:
-            outcome = await executor.run(flow, run.inputs, context)
+            outcome = await executor.run(flow, run.inputs, context, observer)
         except Exception as exc:  # a bug, not a flow failure: record it without details that could hold secrets
             log.exception("run %s of flow %s for tenant %s crashed", run.run_id, flow.id, tenant.id)
             outcome = RunOutcome("failed", None, [], metered_usage(metered), f"internal error: {type(exc).__name__}",
