@@ -4,6 +4,7 @@ run observer, concurrent for_each, and a `connection` that is the tenant's own c
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +169,42 @@ async def test_observer_failure_does_not_change_the_run(emulator, port):
     assert outcome.status == "succeeded" and outcome.usage.total_tokens > 0
     event = json.loads(json.dumps(outcome.steps[0].event()))  # the step event is plain JSON
     assert {k: event[k] for k in ("id", "status")} == {"id": "a", "status": "succeeded"}
+
+
+SHIPPED = HERE.parent.parent / "flows"
+
+
+async def test_shipped_examples_run_against_the_emulator(emulator, port):
+    text = "Invoice number: INV-2031\nSupplier: Northwind AS\nTotal: 1250.00\nCurrency: NOK\nDue date: 2026-12-31"
+    invoice = await run_flow(emulator, port, SHIPPED / "examples" / "extract-invoice.yaml", {"text": text})
+    assert invoice.status == "succeeded", invoice.error
+    assert invoice.outputs["invoice"] == {"invoice_number": "INV-2031", "supplier": "Northwind AS", "total": 1250.0,
+                                          "currency": "NOK", "due_date": "2026-12-31"}
+    tools = await run_flow(emulator, port, SHIPPED / "examples" / "order-status-tools.yaml",
+                           {"question": "Where is my order?\nOrder id: A-1001"})
+    assert tools.status == "succeeded", tools.error
+    assert tools.outputs["order_id"] == "A-1001"
+    assert tools.outputs["answer"].startswith("[gpt-4o-mini] Tool result: shipped on Monday #")
+    observer = Recorder()
+    fan_out = await run_flow(emulator, port, SHIPPED / "examples" / "summarize-fan-out.yaml",
+                             {"documents": [f"document number {n}" for n in range(10)]}, observer)
+    assert fan_out.status == "succeeded", fan_out.error
+    assert [s.split(" #")[0] for s in fan_out.outputs["summaries"]] == [
+        f"[gpt-4o-mini] Re: document number {n}" for n in range(10)]
+    streamed = "".join(e[1][2] for e in observer.events if e[0] == "token")
+    assert streamed == fan_out.outputs["overview"] != ""
+
+
+async def test_shipped_imported_example_matches_its_original_and_runs(emulator, port, monkeypatch):
+    from shared.promptflow.flows import import_promptflow
+
+    monkeypatch.chdir(SHIPPED.parent)
+    original = Path("flows/examples/promptflow/feedback-router")
+    assert import_promptflow(original, {"default"}).text == (original.parent / "feedback-router.yaml").read_text()
+    creds = {"contoso": {"open_ai_connection": {"kind": "azure_openai", "endpoint": emulator.base_url,
+                                                "api_key": "k", "api_version": "2024-10-21"}}}
+    outcome = await run_flow(emulator, port, original.parent / "feedback-router.yaml",
+                             {"feedback": "Export crashes. This is a bug."}, creds=creds)
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.outputs["kind"] == "bug" and outcome.outputs["bug_report"].startswith("[gpt-4o-mini] Re: ")
+    assert outcome.outputs["reply"].startswith("[gpt-4o-mini] Re: Export crashes. This is a bug. #")

@@ -7,6 +7,7 @@ import pytest
 from shared.engine.errors import FlowError
 from shared.engine.parser import parse_flow_file
 from shared.engine.validator import validate_flow
+from shared.services.catalog import flow_files
 
 HERE = Path(__file__).resolve().parent.parent / "flows"
 SHIPPED = Path(__file__).resolve().parent.parent.parent / "flows"
@@ -86,7 +87,10 @@ def test_valid_flow_validates(path):
     assert flow.steps and flow.content_hash
 
 
-@pytest.mark.parametrize("path", sorted(SHIPPED.glob("*.yaml")), ids=lambda p: p.name)
+SHIPPED_FILES = flow_files([SHIPPED])
+
+
+@pytest.mark.parametrize("path", SHIPPED_FILES, ids=lambda p: str(p.relative_to(SHIPPED)))
 def test_shipped_flow_validates(path):
     flow = validate_flow(parse_flow_file(path), CONNECTIONS)
     assert flow.id
@@ -106,5 +110,12 @@ def test_all_problems_are_reported_in_line_order(tmp_path):
 
 
 def test_shipped_flow_ids_are_unique():
-    ids = [validate_flow(parse_flow_file(p), CONNECTIONS).id for p in SHIPPED.glob("*.yaml")]
+    ids = [validate_flow(parse_flow_file(p), CONNECTIONS).id for p in SHIPPED_FILES]
     assert len(ids) == len(set(ids)) >= 3
+
+
+def test_prompt_flow_originals_are_not_flow_files():
+    originals = SHIPPED / "examples" / "promptflow" / "feedback-router"
+    assert (originals / "flow.dag.yaml").is_file()
+    assert SHIPPED / "examples" / "promptflow" / "feedback-router.yaml" in SHIPPED_FILES
+    assert not [p for p in SHIPPED_FILES if originals in p.parents]
