@@ -74,7 +74,7 @@ class FlowExecutor:
 
     async def run(self, flow: Flow, inputs: dict[str, Any], context: RunContext,
                   observer: RunObserver | None = None) -> RunOutcome:
-        state = RunState(flow, context, inputs, observer or RunObserver())
+        state = RunState.start(flow, context, inputs, observer or RunObserver())
         outputs: dict[str, Any] | None = None
         try:
             await self.run_steps(flow.steps, state)
@@ -401,29 +401,33 @@ class IterationNumbers:
 
 
 class RunState:
-    def __init__(self, flow: Flow, context: RunContext, inputs: dict[str, Any], observer: RunObserver) -> None:
+    """What one run (or one concurrent iteration of it) sees and records."""
+
+    def __init__(self, context: RunContext, observer: RunObserver, scope: dict[str, Any],
+                 numbers: IterationNumbers, types: dict[str, str] | None = None,
+                 connections: dict[str, Connection] | None = None) -> None:
         self.context = context
         self.observer = observer
-        self.scope: dict[str, Any] = {
+        self.scope = scope
+        self.numbers = numbers
+        self.types: dict[str, str] = types or {}
+        self.connections: dict[str, Connection] = connections or {}
+        self.outcomes: list[StepOutcome] = []
+        self.usage = TokenUsage()
+
+    @classmethod
+    def start(cls, flow: Flow, context: RunContext, inputs: dict[str, Any], observer: RunObserver) -> RunState:
+        scope = {
             "inputs": inputs,
             "tenant": {"id": context.tenant_id, "name": context.tenant_name},
             "run": {"id": context.run_id, "flow": flow.id, "trigger": context.trigger},
         }
-        self.types: dict[str, str] = {}
-        self.connections: dict[str, Connection] = {}
-        self.outcomes: list[StepOutcome] = []
-        self.usage = TokenUsage()
-        self.numbers = IterationNumbers()
+        return cls(context, observer, scope, IterationNumbers())
 
     def fork(self, name: str, item: Any, index: int, count: int) -> RunState:
         """The state of one concurrent iteration: its own scope copy with the loop variable, no records yet."""
-        fork = object.__new__(RunState)
-        fork.context, fork.observer = self.context, self.observer
-        fork.scope = {**self.scope, name: item}
-        fork.types, fork.connections = dict(self.types), dict(self.connections)
-        fork.outcomes, fork.usage = [], TokenUsage()
-        fork.numbers = IterationNumbers(self.numbers, count, index)
-        return fork
+        return RunState(self.context, self.observer, {**self.scope, name: item},
+                        IterationNumbers(self.numbers, count, index), dict(self.types), dict(self.connections))
 
     def join(self, forks: list[RunState], loop_variable: str) -> None:
         for fork in forks:

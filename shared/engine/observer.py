@@ -1,13 +1,15 @@
 """What a run reports while it runs: step records and an observer that sees them as they happen.
 
 A `RunObserver` is handed to `FlowExecutor.run`; the HTTP layer streams its events as SSE and the CLI prints them.
-Its methods are called on the run's event loop and must return quickly (queue the event, do not await I/O). An
+Its methods are called on the run's event loop and must return quickly (queue the event, do not await I/O). The
+step passed is the run's live record: take `step.event()` (a JSON-ready snapshot) rather than keeping it. An
 observer that raises is logged and ignored: watching a run never changes or stops it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.engine.usage import TokenUsage
@@ -47,9 +49,9 @@ class RunObserver:
         """A content delta of a `chat_completion` step with `stream: true`."""
 
 
-def notify(callback: object, *args: object) -> None:
+def notify(callback: Callable[..., None], *args: object) -> None:
     """Calls an observer method; an observer's failure is logged, never raised into the run."""
     try:
-        callback(*args)  # type: ignore[operator]
+        callback(*args)
     except Exception:
         log.exception("run observer failed; the run goes on")
