@@ -9,6 +9,7 @@ from shared.storage.ports import Stores
 async def open_postgres_stores(settings: Settings) -> Stores:
     from shared.storage.postgres.database import PostgresDatabase, migrate
     from shared.storage.postgres.stores import (
+        PostgresBookkeeping,
         PostgresBudgetStore,
         PostgresCredentialStore,
         PostgresHealth,
@@ -34,6 +35,7 @@ async def open_postgres_stores(settings: Settings) -> Stores:
         usage=PostgresUsageLedger(db),
         usage_queries=PostgresUsageQueries(db),
         budgets=PostgresBudgetStore(db),
+        bookkeeping=PostgresBookkeeping(db),
         schedules=PostgresScheduleStore(db),
         replay=PostgresReplayGuard(db),
         health=PostgresHealth(db),

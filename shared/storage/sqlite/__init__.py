@@ -6,6 +6,7 @@ from shared.settings import Settings
 from shared.storage.ports import Stores
 from shared.storage.sqlite.database import SqliteDatabase
 from shared.storage.sqlite.stores import (
+    SqliteBookkeeping,
     SqliteBudgetStore,
     SqliteCredentialStore,
     SqliteHealth,
@@ -29,6 +30,7 @@ async def open_sqlite_stores(settings: Settings) -> Stores:
         usage=SqliteUsageLedger(db),
         usage_queries=SqliteUsageQueries(db),
         budgets=SqliteBudgetStore(db),
+        bookkeeping=SqliteBookkeeping(db),
         schedules=SqliteScheduleStore(db),
         replay=SqliteReplayGuard(db),
         health=SqliteHealth(db),
