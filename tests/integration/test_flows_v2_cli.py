@@ -1,5 +1,6 @@
-"""`tenantflow import promptflow` and `credentials import`, end to end: prompt flow folders written the way
-prompt flow's samples are (tests/promptflow/*), converted, validated and run against the emulator over HTTP."""
+"""Flows v2 through the `tenantflow` CLI (subprocesses, SQLite store, the emulator over HTTP): `import promptflow`
+on prompt flow folders written the way prompt flow's samples are (tests/promptflow/*), `credentials import`,
+step progress on a terminal, and a concurrent fan-out metered once per call."""
 
 from __future__ import annotations
 
@@ -216,3 +217,16 @@ def test_run_shows_steps_as_they_finish_on_a_terminal(cli, tmp_path):
     assert all(line[-1] == "tokens" and int(line[-2]) > 0 for line in lines)
     piped = cli("run", str(flow), "--tenant", "contoso")
     assert "succeeded" not in piped.stderr  # not a terminal: no progress lines
+
+
+def test_concurrent_fan_out_is_metered_once_per_call(cli):
+    assert cli("tenants", "add", "contoso").returncode == 0
+    documents = json.dumps([f"doc {n} [[fault:latency=50]]" for n in range(12)])
+    ran = cli("run", "summarize-fan-out", "--tenant", "contoso", "--json", "--input", f"documents={documents}")
+    assert ran.returncode == 0, ran.stderr
+    result = json.loads(ran.stdout)
+    calls = [s for s in result["steps"] if s["usage"]]
+    assert [(s["id"], s["iteration"]) for s in calls] == [("summarize", n) for n in range(12)] + [("combine", 0)]
+    assert result["usage"]["total_tokens"] == sum(s["usage"]["total_tokens"] for s in calls)
+    usage = json.loads(cli("usage", "--tenant", "contoso", "--group-by", "flow", "--format", "json").stdout)
+    assert usage["totals"]["total_tokens"] == result["usage"]["total_tokens"] and usage["totals"]["runs"] == 1
