@@ -8,8 +8,9 @@ observer that raises is logged and ignored: watching a run never changes or stop
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from shared.engine.usage import TokenUsage
@@ -47,6 +48,32 @@ class RunObserver:
 
     def token(self, step_id: str, iteration: int, delta: str) -> None:
         """A content delta of a `chat_completion` step with `stream: true`."""
+
+
+class QueuedRunEvents(RunObserver):
+    """A run's events in order, for a streamed response: `("step", {id, status, duration_ms, usage, …})` when a
+    step starts or finishes and `("token", {step, iteration, delta})` for streamed content. Queuing never blocks
+    the run; a reader that goes away leaves the run going. Iterate with `async for`; `close()` ends the stream
+    (call it when the run is over, then send the run object as the last event)."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[str, dict[str, object]] | None] = asyncio.Queue()
+
+    def step_started(self, step: StepOutcome) -> None:
+        self.queue.put_nowait(("step", step.event()))
+
+    def step_finished(self, step: StepOutcome) -> None:
+        self.queue.put_nowait(("step", step.event()))
+
+    def token(self, step_id: str, iteration: int, delta: str) -> None:
+        self.queue.put_nowait(("token", {"step": step_id, "iteration": iteration, "delta": delta}))
+
+    def close(self) -> None:
+        self.queue.put_nowait(None)
+
+    async def __aiter__(self) -> AsyncIterator[tuple[str, dict[str, object]]]:
+        while (event := await self.queue.get()) is not None:
+            yield event
 
 
 def notify(callback: Callable[..., None], *args: object) -> None:

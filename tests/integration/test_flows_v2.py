@@ -3,6 +3,7 @@ run observer, concurrent for_each, and a `connection` that is the tenant's own c
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -208,3 +209,31 @@ async def test_shipped_imported_example_matches_its_original_and_runs(emulator, 
     assert outcome.status == "succeeded", outcome.error
     assert outcome.outputs["kind"] == "bug" and outcome.outputs["bug_report"].startswith("[gpt-4o-mini] Re: ")
     assert outcome.outputs["reply"].startswith("[gpt-4o-mini] Re: Export crashes. This is a bug. #")
+
+
+async def test_queued_run_events_stream_steps_and_tokens_in_order(emulator, port):
+    from shared.engine.observer import QueuedRunEvents
+
+    flow = ("id: f\nsteps:\n  - {id: plan, kind: chat_completion, model: gpt-4o-mini, user_prompt: plan it}\n"
+            "  - {id: talk, kind: chat_completion, model: gpt-4o-mini, user_prompt: say it, stream: true}\n"
+            "outputs:\n  text: '{{ response.content }}'\n")
+    events = QueuedRunEvents()
+    received: list[tuple[str, dict]] = []
+
+    async def read() -> None:
+        async for event in events:
+            received.append(event)
+
+    reader = asyncio.create_task(read())
+    outcome = await run_flow(emulator, port, flow, {}, events)
+    events.close()
+    await reader
+    assert outcome.status == "succeeded", outcome.error
+    steps = [(e[1]["id"], e[1]["status"]) for e in received if e[0] == "step"]
+    assert steps == [("plan", "running"), ("plan", "succeeded"), ("talk", "running"), ("talk", "succeeded")]
+    tokens = [e[1] for e in received if e[0] == "token"]
+    assert {t["step"] for t in tokens} == {"talk"} and "".join(t["delta"] for t in tokens) == outcome.outputs["text"]
+    kinds = [e[0] for e in received]
+    assert kinds.index("token") > 2 and kinds[-1] == "step"  # tokens between talk's start and finish
+    finished = received[-1][1]
+    assert finished["usage"]["total_tokens"] > 0 and finished["duration_ms"] > 0
