@@ -86,6 +86,8 @@ def read_connection(path: Path, env: Mapping[str, str], read_line: Callable[[], 
             if not env.get(variable):
                 raise fail(line_key, f"{key}: environment variable {variable} is not set")
             return Secret(env[variable])
+        if "${env:" in text or "<user-input>" in text and not PLACEHOLDER.match(text.strip()):
+            raise fail(line_key, f"{key}: write ${{env:NAME}} or <user-input> alone as the value")
         if not text.strip() or PLACEHOLDER.match(text.strip()):
             entered = read_line().strip()
             if not entered or PLACEHOLDER.match(entered):
