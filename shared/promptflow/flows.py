@@ -88,7 +88,6 @@ class Node:
     kind: str  # llm | prompt | python | …
     spec: LocatedDict
     line: int
-    file: str
     step_id: str = ""
     variable: str = ""
     json_output: bool = False
@@ -113,8 +112,8 @@ class Importer:
     def error(self, line: int | None, message: str, file: str | None = None) -> None:
         self.errors.append(Finding(file or self.dag_file, line, message))
 
-    def refuse(self, line: int | None, message: str, file: str | None = None) -> None:
-        self.refused.append(Finding(file or self.dag_file, line, message))
+    def refuse(self, line: int | None, message: str) -> None:
+        self.refused.append(Finding(self.dag_file, line, message))
 
     # --- reading ---------------------------------------------------------------------------------------------
     def load(self) -> LocatedDict:
@@ -205,7 +204,7 @@ class Importer:
                 spec = self.default_variant(name, spec, variants, line)
                 if spec is None:
                     continue
-            node = Node(name, str(spec.get("type") or ""), spec, line, self.dag_file)
+            node = Node(name, str(spec.get("type") or ""), spec, line)
             node.step_id = unique(step_id_of(name), self.step_ids)
             node.variable = unique(identifier_of(name), self.variables)
             node.conditional = "activate" in spec
@@ -368,8 +367,8 @@ class Importer:
             step.pop("type", None)
         return [unset, gate]
 
-    def prompt_text(self, node: Node) -> tuple[str, str] | None:
-        """The prompt file's text wrapped in `{% with %}` binding the node's inputs, and the file's path."""
+    def prompt_text(self, node: Node) -> str | None:
+        """The prompt file's text wrapped in `{% with %}` binding the node's inputs by name."""
         source = node.spec.get("source")
         line = node.spec.line_of("source")
         if not isinstance(source, dict) or not isinstance(source.get("path"), str):
@@ -412,14 +411,14 @@ class Importer:
             self.error(1, "the prompt has no role line (# system:, # user: or # assistant:); the chat API needs "
                        "one", shown)
         body = text if text.endswith("\n") else text + "\n"
-        return (f"{{% with {', '.join(bindings)} -%}}\n{body}{{%- endwith %}}\n" if bindings else body), shown
+        return f"{{% with {', '.join(bindings)} -%}}\n{body}{{%- endwith %}}\n" if bindings else body
 
     def convert_prompt(self, node: Node) -> dict[str, Any] | None:
         prompt = self.prompt_text(node)
         if prompt is None:
             return None
         return {"id": node.step_id, "kind": "declare_variable", "name": node.variable, "type": "string",
-                "value": prompt[0]}
+                "value": prompt}
 
     def convert_llm(self, node: Node) -> dict[str, Any] | None:
         spec = node.spec
@@ -453,7 +452,7 @@ class Importer:
         prompt = self.prompt_text(node)
         if prompt is None:
             return None
-        step["chat_template"] = prompt[0]
+        step["chat_template"] = prompt
         step["result"] = node.variable
         return step
 
