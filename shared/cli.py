@@ -66,6 +66,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def step_progress() -> Any:
+    """An observer printing each step as it finishes (stderr), for `run` on a terminal."""
+    from shared.engine.observer import RunObserver, StepOutcome
+
+    class StepProgress(RunObserver):
+        def step_finished(self, step: StepOutcome) -> None:
+            tokens = f"  {step.usage.total_tokens} tokens" if step.usage else ""
+            label = f"{step.id}[{step.iteration}]" if step.iteration else step.id
+            print(f"  {label:<28} {step.status:<9} {step.duration_ms:>9.1f} ms{tokens}", file=sys.stderr, flush=True)
+
+    return StepProgress()
+
+
 async def cmd_run(args: argparse.Namespace) -> int:
     from shared.services.runs import run_to_json
 
@@ -82,7 +95,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
             await svc.tenants.add(args.tenant)
             print(f"note: tenant {args.tenant!r} was not in the local store; added it "
                   f"(`tenantflow tenants keys create {args.tenant}` for an API key)", file=sys.stderr)
-        run = await svc.runs.run(args.tenant, flow, inputs, "cli", from_strings=True, run_id=args.run_id)
+        observer = step_progress() if sys.stderr.isatty() else None
+        run = await svc.runs.run(args.tenant, flow, inputs, "cli", from_strings=True, run_id=args.run_id,
+                                 observer=observer)
     result = run_to_json(run)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -159,6 +174,8 @@ async def cmd_credentials(args: argparse.Namespace) -> int:
                 api_key=api_key, entra=args.entra, configs=parse_pairs(args.config, "--config"), secrets=secrets,
             )
             print(f"credential {view.name} saved for tenant {args.tenant} (version {view.version})")
+        elif args.credentials_command == "import":
+            await import_credential(svc, args)
         elif args.credentials_command == "list":
             rows = [view.to_dict() for view in await svc.credentials.list(args.tenant)]
             if args.json:
@@ -179,6 +196,53 @@ async def cmd_credentials(args: argparse.Namespace) -> int:
                 print(f"unreadable with every configured key: {name}", file=sys.stderr)
             if report.remaining + webhooks.remaining:
                 return EXIT_RUN_FAILED
+    return EXIT_OK
+
+
+async def import_credential(svc: Any, args: argparse.Namespace) -> None:
+    """`credentials import T -f CONN.yaml [--replace]`: a prompt flow connection file as a tenant credential."""
+    from shared.promptflow.connections import ConnectionImportError, read_connection
+
+    try:
+        credential = read_connection(Path(args.file), os.environ, sys.stdin.readline)
+    except ConnectionImportError as exc:
+        raise CliError(str(exc)) from None
+    existing = await svc.credentials.get(args.tenant, credential.name)
+    if existing is not None and not args.replace:
+        raise CliError(f"tenant {args.tenant} already has a credential {credential.name}; pass --replace to "
+                       "replace it")
+    view = await svc.credentials.set(
+        args.tenant, credential.name, credential.kind, endpoint=credential.endpoint,
+        api_version=credential.api_version, api_key=credential.api_key, entra=credential.entra,
+        configs=credential.configs, secrets=credential.secrets,
+    )
+    verb = "replaced" if existing is not None else "imported"
+    print(f"credential {view.name} ({view.kind}) {verb} for tenant {args.tenant} from {args.file} "
+          f"(version {view.version})")
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """`import promptflow DIR [--out FILE] [--partial]`: a prompt flow folder as a Tenantflow flow."""
+    from shared.connections.static import load_settings_connections
+    from shared.promptflow.flows import PromptFlowError, import_promptflow
+    from shared.settings import Settings
+
+    connections = load_settings_connections(Settings.from_env())
+    try:
+        result = import_promptflow(Path(args.folder), connections, partial=args.partial)
+    except PromptFlowError as exc:
+        for finding in exc.findings:
+            print(str(finding), file=sys.stderr)
+        print(f"error: {args.folder}: not imported ({len(exc.findings)} problems; --partial imports what can be "
+              "converted)" if not args.partial else f"error: {args.folder}: not imported", file=sys.stderr)
+        return EXIT_INVALID
+    for finding in result.refused:
+        print(f"not imported: {finding}", file=sys.stderr)
+    if args.out:
+        Path(args.out).write_text(result.text, encoding="utf-8")
+        print(f"flow {result.flow_id} written to {args.out}", file=sys.stderr)
+    else:
+        print(result.text, end="")
     return EXIT_OK
 
 
@@ -248,7 +312,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 async def cmd_emulator(args: argparse.Namespace) -> int:
     from shared.emulator.server import serve
 
-    await asyncio.to_thread(serve, host=args.host, port=args.port, api_keys=set(args.api_key or []) or None)
+    models = parse_pairs(args.model, "--model")
+    await asyncio.to_thread(serve, host=args.host, port=args.port, api_keys=set(args.api_key or []) or None,
+                            models=models)
     return EXIT_OK
 
 
@@ -280,6 +346,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
     "serve": cmd_serve,
     "emulator": cmd_emulator,
     "db": cmd_db,
+    "import": cmd_import,
 }
 
 
@@ -346,6 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", action="append", metavar="KEY=VALUE", help="custom: a non-secret setting")
     c.add_argument("--secret-env", action="append", metavar="KEY=ENVVAR",
                    help="custom: a secret read from an environment variable (never from argv)")
+    c = csub.add_parser("import", help="import a prompt flow connection YAML (azure_open_ai, open_ai, custom); "
+                        "placeholder secrets are read from stdin, one line each, ${env:NAME} from the environment")
+    c.add_argument("tenant")
+    c.add_argument("-f", "--file", required=True, metavar="CONN.yaml")
+    c.add_argument("--replace", action="store_true", help="replace an existing credential of that name")
     c = csub.add_parser("list")
     c.add_argument("tenant")
     c.add_argument("--json", action="store_true")
@@ -353,6 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("delete")
     c.add_argument("tenant")
     c.add_argument("name")
+
+    p = sub.add_parser("import", help="import flows from other tools")
+    isub = p.add_subparsers(dest="import_command", required=True)
+    i = isub.add_parser("promptflow", help="convert a prompt flow folder (flow.dag.yaml) into a Tenantflow flow")
+    i.add_argument("folder", metavar="DIR")
+    i.add_argument("--out", metavar="FILE", help="write the flow here (default: standard output)")
+    i.add_argument("--partial", action="store_true", help="write what converts; list the rest (default: fail)")
 
     p = sub.add_parser("usage", help="token usage and cost from the ledger")
     p.add_argument("--tenant", help="one tenant (default: all)")
@@ -389,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--api-key", action="append", help="accepted key (repeatable); none: any key")
+    p.add_argument("--model", action="append", metavar="DEPLOYMENT=MODEL",
+                   help="the model a deployment reports in `model` (repeatable)")
 
     p = sub.add_parser("db", help="database schema (PostgreSQL)")
     dsub = p.add_subparsers(dest="db_command", required=True)

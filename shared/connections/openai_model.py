@@ -15,7 +15,14 @@ from urllib.parse import urlsplit
 
 from shared.connections.allowlist import EndpointAllowlist
 from shared.engine.model_names import MODEL_NAME_RULE, is_model_name
-from shared.engine.ports import ChatRequest, ChatResult, Connection, ModelPort, StepFailure
+from shared.engine.ports import (
+    ChatRequest,
+    ChatResult,
+    Connection,
+    ModelPort,
+    StepFailure,
+    ToolCall,
+)
 from shared.engine.usage import TokenUsage
 from shared.secret import redact_text
 
@@ -116,19 +123,12 @@ class OpenAIModelPort(ModelPort):
             raise StepFailure(f"the model name is not a deployment name ({MODEL_NAME_RULE})", "invalid_model")
         client = self.clients.get(connection)
         host = urlsplit(connection.endpoint).hostname or ""
-        arguments: dict[str, Any] = {
-            "model": request.model,
-            "messages": request.messages,
-            "temperature": request.temperature,
-            "timeout": self.timeout,
-        }
-        if request.max_completion_tokens is not None:
-            arguments["max_completion_tokens"] = request.max_completion_tokens
-        if request.response_format == "json_object":
-            arguments["response_format"] = {"type": "json_object"}
+        arguments = request_arguments(request, self.timeout)
         for attempt in range(1, self.max_attempts + 1):
             try:
                 response = await client.chat.completions.create(**arguments)
+                if request.stream:
+                    return await read_stream(response, request, host, attempt)
             except openai.RateLimitError as exc:
                 if error_code(exc) == "insufficient_quota":
                     raise StepFailure(f"the model provider at {host} refused: insufficient quota (not retried)",
@@ -181,11 +181,82 @@ def outbound_http_client(endpoints: EndpointAllowlist, resolver: Any) -> Any:
     return checked_http_client(endpoints, resolver)
 
 
+def request_arguments(request: ChatRequest, timeout: float) -> dict[str, Any]:
+    """The keyword arguments of `chat.completions.create` for a request."""
+    arguments: dict[str, Any] = {
+        "model": request.model,
+        "messages": request.messages,
+        "temperature": request.temperature,
+        "timeout": timeout,
+    }
+    if request.max_completion_tokens is not None:
+        arguments["max_completion_tokens"] = request.max_completion_tokens
+    if request.response_format == "json_object":
+        arguments["response_format"] = {"type": "json_object"}
+    elif request.response_format == "json_schema" and request.json_schema is not None:
+        arguments["response_format"] = {"type": "json_schema", "json_schema": request.json_schema}
+    if request.tools:
+        arguments["tools"] = request.tools
+        if request.tool_choice is not None:
+            arguments["tool_choice"] = request.tool_choice
+    if request.stream:
+        arguments["stream"] = True
+        arguments["stream_options"] = {"include_usage": True}  # the last chunk carries the usage: never lost
+    return arguments
+
+
+async def read_stream(stream: Any, request: ChatRequest, host: str, attempt: int) -> ChatResult:
+    """Reads a streamed answer to its end (the usage chunk), handing each content delta to `request.on_delta`.
+    A stream that breaks off after it started is not retried (its deltas were already handed on)."""
+    import openai
+
+    content: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    role, model, finish, usage = "assistant", "", None, None
+    try:
+        async for chunk in stream:
+            model = chunk.model or model
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for choice in chunk.choices or []:
+                if choice.index != 0:
+                    continue
+                delta = choice.delta
+                role = getattr(delta, "role", None) or role
+                finish = choice.finish_reason or finish
+                if delta.content:
+                    content.append(delta.content)
+                    if request.on_delta is not None:
+                        request.on_delta(delta.content)
+                for part in getattr(delta, "tool_calls", None) or []:
+                    call = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
+                    call["id"] = part.id or call["id"]
+                    if part.function is not None:
+                        call["name"] += part.function.name or ""
+                        call["arguments"] += part.function.arguments or ""
+    except (openai.APIError, OSError) as exc:
+        raise StepFailure(f"the answer stream from {host} broke off ({type(exc).__name__}); not retried, "
+                          "since part of it was already streamed", "model_unavailable") from None
+    finally:
+        await stream.close()
+    return ChatResult(
+        content="".join(content),
+        role=role,
+        model=model if is_model_name(model) else request.model,
+        finish_reason=finish,
+        usage=TokenUsage.from_openai(usage),
+        endpoint_host=host,
+        attempt=attempt,
+        tool_calls=tuple(ToolCall(c["id"], c["name"], c["arguments"]) for _, c in sorted(calls.items())),
+    )
+
+
 def to_result(response: Any, host: str, attempt: int, requested_model: str) -> ChatResult:
     """The endpoint's answer; a `model` it names that is not a deployment name is replaced by the requested one
     (the field reaches the ledger and CSV exports)."""
     choice = response.choices[0] if response.choices else None
     message = choice.message if choice is not None else None
+    calls = (getattr(message, "tool_calls", None) if message is not None else None) or []
     return ChatResult(
         content=(message.content if message is not None else None) or "",
         role=(message.role if message is not None else None) or "assistant",
@@ -194,6 +265,8 @@ def to_result(response: Any, host: str, attempt: int, requested_model: str) -> C
         usage=TokenUsage.from_openai(response.usage),
         endpoint_host=host,
         attempt=attempt,
+        tool_calls=tuple(ToolCall(call.id, call.function.name, call.function.arguments or "")
+                         for call in calls if getattr(call, "function", None) is not None),
     )
 
 

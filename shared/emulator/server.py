@@ -20,6 +20,16 @@ insufficient_quota), `500`, `disconnect` (connection dropped mid-response), `lat
 fault only the first N matching requests (counted per spec + prompt digest, or per `x-emulator-fault-key`).
 `[[content_filter]]` in the last user message gets Azure's content-filter 400. Faults can also be given to
 `create_app(faults=…)` as a list of SPECs applied to every request.
+
+Beyond text (see `answers`): `tools` get a tool call (finish_reason `tool_calls`) when `tool_choice` requires one
+(`required` or a named function) or the last user message holds `[[tool]]` / `[[tool:NAME]]`; after a `tool`
+message the reply is `[<model>] Tool result: <first 12 words of it> #<digest>`. `response_format: json_schema`
+gets JSON with the schema's required properties, of their types. `n` > 1 gives n choices (choice i > 0 adds
+` (choice i+1)`). Requests are checked as the service checks them: 400 for temperature outside 0–2,
+max_tokens / max_completion_tokens < 1, n outside 1–128, a tool_choice naming no tool, and a deployment route
+without `api-version`. `model` in a response is the served model (`create_app(models={deployment: model})`,
+`tenantflow emulator --model DEPLOYMENT=MODEL`; by default a dated name for known model families, e.g.
+gpt-4o-mini → gpt-4o-mini-2024-07-18), not the deployment name.
 """
 
 from __future__ import annotations
@@ -38,7 +48,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.emulator.tokens import count_message_tokens, message_text, split_tokens
+from shared.emulator.answers import ValueMaker, invalid_request, request_problem, tool_call_for, tool_to_call
+from shared.emulator.tokens import count_message_tokens, count_tokens, message_text, split_tokens
 
 FAULT_MARKER = re.compile(r"\[\[fault:(?P<spec>[^\]]+)\]\]")
 CONTENT_FILTER_MARKER = "[[content_filter]]"
@@ -49,6 +60,16 @@ SIGNALS = {"urgent": ("down", "outage", "urgent", "asap", "times out", "!"), "hi
 OPTIONS = re.compile(r"\bas ((?:[\w-]+, )*[\w-]+,? or [\w-]+)")
 SAFE = {"filtered": False, "severity": "safe"}
 FILTER_RESULTS = {"hate": SAFE, "self_harm": SAFE, "sexual": SAFE, "violence": SAFE}
+SERVED_MODELS = {  # a deployment named as a model family reports the family's dated model
+    "gpt-4o-mini": "gpt-4o-mini-2024-07-18", "gpt-4o": "gpt-4o-2024-08-06", "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
+    "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14", "gpt-4.1": "gpt-4.1-2025-04-14", "o3-mini": "o3-mini-2025-01-31",
+    "o4-mini": "o4-mini-2025-04-16", "gpt-5-mini": "gpt-5-mini-2025-08-07", "gpt-5": "gpt-5-2025-08-07",
+}
+
+
+def served_model(deployment: str, models: dict[str, str]) -> str:
+    """The model a deployment reports: configured, else the dated name of its family, else the name itself."""
+    return models.get(deployment) or SERVED_MODELS.get(deployment, deployment)
 
 
 def digest_of(messages: list[dict[str, Any]]) -> str:
@@ -121,13 +142,15 @@ def azure_error(status: int, code: str, message: str, **extra: Any) -> tuple[int
                               **extra}}
 
 
-def create_app(api_keys: set[str] | None = None, faults: list[str] | None = None) -> Any:
+def create_app(api_keys: set[str] | None = None, faults: list[str] | None = None,
+               models: dict[str, str] | None = None) -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
 
     state = EmulatorState(set(api_keys) if api_keys else None, list(faults or []))
+    served = dict(models or {})
 
     def error_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
         return JSONResponse(body, status_code=status, headers=headers)
@@ -146,10 +169,17 @@ def create_app(api_keys: set[str] | None = None, faults: list[str] | None = None
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             return error_response(*azure_error(400, "invalid_request_error", "The request body is not valid JSON."))
+        if not isinstance(body, dict):
+            return error_response(400, invalid_request("The request body must be a JSON object.", None, None))
+        if "deployment" in request.path_params and not request.query_params.get("api-version"):
+            return error_response(*azure_error(400, "BadRequest", "Missing required query parameter: api-version"))
         deployment = request.path_params.get("deployment") or body.get("model") or ""
         messages = body.get("messages")
         if not deployment or not isinstance(messages, list) or not messages:
             return error_response(*azure_error(400, "invalid_request_error", "'messages' and a model are required."))
+        problem = request_problem(body)
+        if problem is not None:
+            return error_response(400, problem)
         with state.lock:
             state.requests += 1
             state.by_deployment[deployment] += 1
@@ -189,21 +219,16 @@ def create_app(api_keys: set[str] | None = None, faults: list[str] | None = None
 
     def completion(state: EmulatorState, model: str, body: dict[str, Any], messages: list[dict[str, Any]],
                    digest: str) -> Response:
-        json_object = (body.get("response_format") or {}).get("type") == "json_object"
-        pieces = split_tokens(reply_for(model, messages, json_object))
         reasoning = 16 if REASONING_MODELS.match(model) else 0
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        finish = "stop"
-        if isinstance(limit, int) and limit > 0 and len(pieces) + reasoning > limit:
-            pieces = pieces[: max(limit - reasoning, 0)]
-            finish = "length"
-        content = "".join(pieces)
+        choices = [choice_for(model, body, messages, digest, index, limit, reasoning)
+                   for index in range(int(body.get("n") or 1))]
         prompt_tokens = count_message_tokens(messages)
         with state.lock:
             repeated = digest in state.seen_prompts
             state.seen_prompts.add(digest)
         cached = (prompt_tokens // 128) * 128 if repeated and prompt_tokens >= 1024 else 0
-        completion_tokens = len(pieces) + reasoning
+        completion_tokens = sum(choice.tokens for choice in choices) + reasoning
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -214,10 +239,10 @@ def create_app(api_keys: set[str] | None = None, faults: list[str] | None = None
         }
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
-        model_name = model
+        model_name = served_model(model, served)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return StreamingResponse(stream_chunks(completion_id, created, model_name, pieces, finish, usage,
+            return StreamingResponse(stream_chunks(completion_id, created, model_name, choices, usage,
                                                    include_usage), media_type="text/event-stream")
         return JSONResponse({
             "id": completion_id,
@@ -226,9 +251,9 @@ def create_app(api_keys: set[str] | None = None, faults: list[str] | None = None
             "model": model_name,
             "system_fingerprint": "fp_emulator",
             "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": FILTER_RESULTS}],
-            "choices": [{"index": 0, "finish_reason": finish, "logprobs": None,
-                         "message": {"role": "assistant", "content": content, "refusal": None},
-                         "content_filter_results": FILTER_RESULTS}],
+            "choices": [{"index": choice.index, "finish_reason": choice.finish, "logprobs": None,
+                         "message": choice.message(), "content_filter_results": FILTER_RESULTS}
+                        for choice in choices],
             "usage": usage,
         })
 
@@ -276,31 +301,86 @@ class DroppedResponse:
         raise ConnectionAbortedError("emulator fault: disconnect")
 
 
-async def stream_chunks(completion_id: str, created: int, model: str, pieces: list[str], finish: str,
+@dataclass
+class Choice:
+    """One answer: content pieces (as streamed) or tool calls, and why it ended."""
+
+    index: int
+    pieces: list[str]
+    finish: str
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        return len(self.pieces) + sum(count_tokens(c["function"]["name"] + c["function"]["arguments"]) + 3
+                                      for c in self.tool_calls)
+
+    def message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": None if self.tool_calls else "".join(self.pieces),
+                                   "refusal": None}
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+        return message
+
+
+def choice_for(model: str, body: dict[str, Any], messages: list[dict[str, Any]], digest: str, index: int,
+               limit: Any, reasoning: int) -> Choice:
+    last = messages[-1] if isinstance(messages[-1], dict) else {}
+    user_text = last_user_text(messages)
+    tool = tool_to_call(body, user_text, str(last.get("role")))
+    if tool is not None:
+        return Choice(index, [], "tool_calls", [tool_call_for(tool, user_text, digest)])
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        schema = response_format["json_schema"]["schema"]
+        text = json.dumps(ValueMaker(user_text, digest, schema).value(schema), ensure_ascii=False)
+    elif last.get("role") == "tool":
+        words = message_text(last.get("content")).split()
+        text = f"[{model}] Tool result: {' '.join(words[:12])} #{digest}"
+    else:
+        text = reply_for(model, messages, response_format.get("type") == "json_object")
+    if index and response_format.get("type") not in ("json_object", "json_schema"):
+        text += f" (choice {index + 1})"
+    pieces = split_tokens(text)
+    finish = "stop"
+    if isinstance(limit, int) and limit > 0 and len(pieces) + reasoning > limit:
+        pieces = pieces[: max(limit - reasoning, 0)]
+        finish = "length"
+    return Choice(index, pieces, finish)
+
+
+async def stream_chunks(completion_id: str, created: int, model: str, choices: list[Choice],
                         usage: dict[str, Any], include_usage: bool) -> Any:
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
-        choices = [] if extra.get("usage") else [{"index": 0, "delta": delta, "finish_reason": finish_reason,
+    def chunk(index: int, delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
+        choices = [] if extra.get("usage") else [{"index": index, "delta": delta, "finish_reason": finish_reason,
                                                    "logprobs": None, "content_filter_results": FILTER_RESULTS}]
         payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
                    "system_fingerprint": "fp_emulator", "choices": choices, "usage": extra.get("usage")}
         return f"data: {json.dumps(payload)}\n\n"
 
-    yield chunk({"role": "assistant", "content": ""})
-    for piece in pieces:
-        yield chunk({"content": piece})
-    yield chunk({}, finish)
+    for choice in choices:
+        yield chunk(choice.index, {"role": "assistant", "content": "" if not choice.tool_calls else None})
+        for piece in choice.pieces:
+            yield chunk(choice.index, {"content": piece})
+        for position, call in enumerate(choice.tool_calls):
+            yield chunk(choice.index, {"tool_calls": [{"index": position, "id": call["id"], "type": "function",
+                                                       "function": {"name": call["function"]["name"],
+                                                                    "arguments": ""}}]})
+            for piece in split_tokens(call["function"]["arguments"]):
+                yield chunk(choice.index, {"tool_calls": [{"index": position, "function": {"arguments": piece}}]})
+        yield chunk(choice.index, {}, choice.finish)
     if include_usage:
-        yield chunk({}, usage=usage)
+        yield chunk(0, {}, usage=usage)
     yield "data: [DONE]\n\n"
 
 
 def serve(host: str = "127.0.0.1", port: int = 8765, api_keys: set[str] | None = None,
-          faults: list[str] | None = None) -> None:
+          faults: list[str] | None = None, models: dict[str, str] | None = None) -> None:
     """Runs the emulator in the foreground until interrupted."""
     import uvicorn
 
     print(f"Azure OpenAI emulator on http://{host}:{port} (keys: {'any' if not api_keys else len(api_keys)})")
-    uvicorn.run(create_app(api_keys, faults), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(create_app(api_keys, faults, models), host=host, port=port, log_level="warning", access_log=False)
 
 
 @dataclass
@@ -317,12 +397,12 @@ class EmulatorHandle:
 
 
 @contextmanager
-def running_emulator(port: int = 0, api_keys: set[str] | None = None,
-                     faults: list[str] | None = None) -> Iterator[EmulatorHandle]:
+def running_emulator(port: int = 0, api_keys: set[str] | None = None, faults: list[str] | None = None,
+                     models: dict[str, str] | None = None) -> Iterator[EmulatorHandle]:
     """Starts the emulator on 127.0.0.1 in a background thread (port 0: a free port) and stops it on exit."""
     import uvicorn
 
-    app = create_app(api_keys, faults)
+    app = create_app(api_keys, faults, models)
     # IPPROTO_TCP explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto says TCP; without
     # it every response waits ~40 ms for a delayed ACK
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

@@ -13,7 +13,9 @@ RESERVED_NAMES = ("inputs", "tenant", "run", "loop", "true", "false", "none", "n
 class FieldSpec:
     """How a step field is written. `shape` is one of:
     text (string, templates allowed), value (anything, templates allowed in strings), name (identifier, no
-    template), number / integer (a literal or a template), choice (one of `choices`), steps (a list of steps)."""
+    template), number / integer (a literal or a template), boolean (true / false), choice (one of `choices`),
+    steps (a list of steps), response_format (text, json_object or a json_schema mapping), tools (OpenAI
+    function tools), tool_choice (auto, none, required or a tool's name)."""
 
     shape: str
     required: bool = False
@@ -47,7 +49,7 @@ STEP_KINDS: dict[str, dict[str, FieldSpec]] = {
         "auth": FieldSpec("choice", choices=("key", "entra"), default="key"),
     },
     "chat_completion": {
-        "connection": FieldSpec("name"),
+        "connection": FieldSpec("text"),  # a static connection or the tenant's credential of that name
         "dynamic_connection": FieldSpec("name"),
         "model": FieldSpec("text", required=True),
         "system_prompt": FieldSpec("text"),
@@ -55,9 +57,13 @@ STEP_KINDS: dict[str, dict[str, FieldSpec]] = {
         "history": FieldSpec("value"),
         "context": FieldSpec("value"),
         "prompt_template": FieldSpec("text"),
+        "chat_template": FieldSpec("text"),
         "temperature": FieldSpec("number", default=0.7),
         "max_completion_tokens": FieldSpec("integer"),
-        "response_format": FieldSpec("choice", choices=("text", "json_object"), default="text"),
+        "response_format": FieldSpec("response_format", default="text"),
+        "tools": FieldSpec("tools"),
+        "tool_choice": FieldSpec("tool_choice"),
+        "stream": FieldSpec("boolean", default=False),
         "result": FieldSpec("name", default="response"),
     },
     "if": {
@@ -70,6 +76,9 @@ STEP_KINDS: dict[str, dict[str, FieldSpec]] = {
         "as": FieldSpec("name", required=True),
         "steps": FieldSpec("steps", required=True),
         "max_iterations": FieldSpec("integer", default=100),
+        "concurrency": FieldSpec("integer", default=1),
+        "output": FieldSpec("value"),
+        "result": FieldSpec("name"),
     },
     "try": {
         "steps": FieldSpec("steps", required=True),

@@ -6,6 +6,7 @@ The engine imports no Azure, database or HTTP SDK: it only calls these ports.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,9 +44,21 @@ class ChatRequest:
     messages: list[dict[str, Any]]
     temperature: float = 0.7
     max_completion_tokens: int | None = None
-    response_format: str = "text"  # text | json_object
+    response_format: str = "text"  # text | json_object | json_schema
+    json_schema: dict[str, Any] | None = None  # with json_schema: {name, schema, strict}, as the API takes it
+    tools: list[dict[str, Any]] | None = None  # OpenAI function tools: [{type: function, function: {name, …}}]
+    tool_choice: str | dict[str, Any] | None = None  # auto | none | required | {type: function, function: {name}}
+    stream: bool = False  # stream the answer (with usage in the last chunk), handing deltas to on_delta
+    on_delta: Callable[[str], None] | None = None  # called with each content delta of a streamed answer
     step_id: str = ""
     iteration: int = 0
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,7 @@ class ChatResult:
     usage: TokenUsage
     endpoint_host: str
     attempt: int = 1  # which attempt succeeded (1-based)
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class ModelPort(ABC):

@@ -27,12 +27,27 @@ def is_flow_id(value: object) -> bool:
     return isinstance(value, str) and FLOW_ID.fullmatch(value) is not None
 
 
+PROMPT_FLOW_MARKERS = ("flow.dag.yaml", "flow.dag.yml")
+
+
+def in_prompt_flow_folder(path: Path, root: Path) -> bool:
+    """True for a file inside a prompt flow folder (one holding flow.dag.yaml) under `root`: such a folder is the
+    original of an imported flow (`tenantflow import promptflow`), not a Tenantflow flow."""
+    for folder in path.parents:
+        if any((folder / marker).is_file() for marker in PROMPT_FLOW_MARKERS):
+            return True
+        if folder == root:
+            break
+    return False
+
+
 def flow_files(paths: list[Path]) -> list[Path]:
-    """Expands directories into their *.yaml / *.yml files (sorted)."""
+    """Expands directories into their *.yaml / *.yml files (sorted), leaving out prompt flow folders."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()))
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()
+                                and not in_prompt_flow_folder(p, path)))
         else:
             found.append(path)
     return found

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from shared.engine.executor import FlowExecutor, RunContext, RunOutcome
+from shared.engine.executor import FlowExecutor, RunContext, RunObserver, RunOutcome
 from shared.engine.inputs import coerce_inputs
 from shared.engine.model import Flow
 from shared.engine.ports import ModelPort
@@ -156,14 +156,16 @@ class RunService:
             return Prepared(existing or run, False, flow, tenant)
         return Prepared(run, True, flow, tenant)
 
-    async def run(self, tenant_id: str, flow_ref: str | Flow, raw_inputs: Any, trigger: str,
-                  **options: Any) -> RunRecord:
+    async def run(self, tenant_id: str, flow_ref: str | Flow, raw_inputs: Any, trigger: str, *,
+                  observer: RunObserver | None = None, **options: Any) -> RunRecord:
         """Prepares and executes a run now (sync). An idempotent replay returns the stored run unchanged. A new
-        run is stored with its first transaction (see `execute`)."""
+        run is stored with its first transaction (see `execute`). `observer` sees steps start and finish, and
+        streamed tokens, while the run goes on."""
         prepared = await self.prepare(tenant_id, flow_ref, raw_inputs, trigger, record=False, **options)
         if not prepared.created or prepared.flow is None:
             return prepared.run
-        return await self.execute(prepared.run, prepared.flow, prepared.tenant, stored=prepared.stored)
+        return await self.execute(prepared.run, prepared.flow, prepared.tenant, stored=prepared.stored,
+                                  observer=observer)
 
     async def start(self, tenant_id: str, flow_ref: str, inputs: Any, trigger: str, *, wait: bool,
                     idempotency_key: str | None = None, request_hash: str | None = None,
@@ -221,7 +223,8 @@ class RunService:
         """queued → running; exactly one of many concurrent claimers gets True."""
         return await self.stores.runs.transition(tenant_id, run_id, ("queued",), "running")
 
-    async def execute(self, run: RunRecord, flow: Flow, tenant: Tenant, stored: bool = True) -> RunRecord:
+    async def execute(self, run: RunRecord, flow: Flow, tenant: Tenant, stored: bool = True,
+                      observer: RunObserver | None = None) -> RunRecord:
         """Runs the flow, metered. Store transactions: the first (creating the run when `stored` is False) goes
         with the first model call's reserve, each charge with the next transaction, and the last holds the
         run's final state. A run that fails because of the app raises RunNotCompleted (never a 200)."""
@@ -232,7 +235,7 @@ class RunService:
         context = RunContext(tenant.id, tenant.name, run.run_id, run.trigger)
         failure: tuple[str, str] | None = None
         try:
-            outcome = await executor.run(flow, run.inputs, context)
+            outcome = await executor.run(flow, run.inputs, context, observer)
         except StoreUnavailable as exc:
             log.error("run %s of flow %s for tenant %s: store unavailable: %s", run.run_id, flow.id, tenant.id, exc)
             failure = ("store_unavailable", str(exc))
