@@ -322,6 +322,35 @@ async def cmd_schedules(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_dashboard_link(args: argparse.Namespace) -> int:
+    """A signed, expiring, read-only dashboard link for one tenant (or, with --operator, all of them)."""
+    from datetime import UTC, datetime
+
+    from shared.services.dashboard_access import dashboard_url, parse_ttl, sign_dashboard_token
+
+    if not args.operator and not args.tenant:
+        raise CliError("dashboard-link: name a tenant, or give --operator for an all-tenants link")
+    try:
+        expires_at = datetime.now(UTC) + parse_ttl(args.ttl)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    async with services(args) as svc:
+        key = svc.settings.encryption_keys[0].key
+    token = sign_dashboard_token(key, args.tenant, args.operator, expires_at)
+    try:
+        url = dashboard_url(args.base_url, token)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print_json({"url": url, "tenant": None if args.operator else args.tenant, "operator": args.operator,
+                    "expires_at": expires_at.replace(microsecond=0)})
+    else:
+        scope = "all tenants (operator)" if args.operator else f"tenant {args.tenant}"
+        print(f"read-only dashboard of {scope}, valid until {expires_at:%Y-%m-%d %H:%M} UTC:", file=sys.stderr)
+        print(url)
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from shared.functions.local_server import serve
 
@@ -344,6 +373,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
     "usage": cmd_usage,
     "budgets": cmd_budgets,
     "schedules": cmd_schedules,
+    "dashboard-link": cmd_dashboard_link,
     "serve": cmd_serve,
     "emulator": cmd_emulator,
 }
@@ -478,6 +508,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print a JSON list")
     ssub.add_parser("remove").add_argument("schedule_id")
 
+    p = sub.add_parser("dashboard-link", help="print a signed, expiring, read-only dashboard link")
+    p.add_argument("tenant", nargs="?", help="the tenant (omit with --operator)")
+    p.add_argument("--ttl", default="1h", help="how long the link works: 30m, 1h, 7d (default 1h, at most 31d)")
+    p.add_argument("--base-url", default="http://127.0.0.1:7071",
+                   help="the app's base URL without /api (default http://127.0.0.1:7071, `tenantflow serve`)")
+    p.add_argument("--operator", action="store_true", help="an all-tenants (operator) link")
+    p.add_argument("--json", action="store_true", help="print {url, tenant, operator, expires_at}")
+
     p = sub.add_parser("serve", help="serve the HTTP functions locally (for curl and the dashboard)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7071)
@@ -532,6 +570,8 @@ EXAMPLES: dict[str, tuple[str, str]] = {
                       'tenantflow schedules add contoso support-reply --cron "*/15 9-17 * * mon-fri" --input ticket=x'),
     "schedules list": ("list schedules, of one tenant or all", "tenantflow schedules list contoso --json"),
     "schedules remove": ("remove a schedule by its id", "tenantflow schedules remove 5d41402abc4b"),
+    "dashboard-link": ("print a signed, expiring, read-only dashboard link",
+                       "tenantflow dashboard-link contoso --ttl 8h --base-url https://func-x.azurewebsites.net"),
     "serve": ("serve the HTTP functions locally (for curl and the dashboard)", "tenantflow serve --port 7071"),
     "emulator": ("run the offline Azure OpenAI-compatible emulator", "tenantflow emulator --port 8765 --api-key dev"),
 }

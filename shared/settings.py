@@ -34,6 +34,7 @@ SETTING_NAMES = (
     "TENANTFLOW_PRICES_FILE",
     "TENANTFLOW_OPERATOR_KEY",
     "TENANTFLOW_CREDENTIAL_CACHE_TTL",
+    "TENANTFLOW_TRUST_EASY_AUTH",
 )
 
 
@@ -60,6 +61,7 @@ class Settings:
     prices_file: Path = REPO_ROOT / "shared" / "services" / "prices.yaml"
     operator_key: Secret | None = None
     credential_cache_ttl: float = 60.0
+    trust_easy_auth: bool = False  # honour x-ms-client-principal (only behind App Service Authentication)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,6 +92,9 @@ class Settings:
             ttl = float(ttl_raw)
         except ValueError:
             raise SettingsError(f"TENANTFLOW_CREDENTIAL_CACHE_TTL: not a number: {ttl_raw!r}") from None
+        trust_easy_auth = (get("TENANTFLOW_TRUST_EASY_AUTH") or "false").lower()
+        if trust_easy_auth not in ("true", "false"):
+            raise SettingsError(f"TENANTFLOW_TRUST_EASY_AUTH: must be true or false, got {trust_easy_auth!r}")
         defaults = cls()
         queue_connection = get("TENANTFLOW_QUEUE_CONNECTION") or get("AzureWebJobsStorage")
         return cls(
@@ -112,6 +117,7 @@ class Settings:
             prices_file=Path(get("TENANTFLOW_PRICES_FILE") or defaults.prices_file),
             operator_key=secret_or_none(get("TENANTFLOW_OPERATOR_KEY")),
             credential_cache_ttl=ttl,
+            trust_easy_auth=trust_easy_auth == "true",
         )
 
 

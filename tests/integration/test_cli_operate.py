@@ -171,3 +171,31 @@ def test_credentials_test_ok_wrong_key_unreachable_and_refused(cli, monkeypatch)
 
     code, out, err = cli("credentials", "test", "contoso", "missing")
     assert code == 1 and "credential_not_found" in err and "tenant contoso has no credential missing" in err
+
+
+def test_dashboard_link_verifies_with_the_stores_key(cli):
+    from datetime import UTC, datetime, timedelta
+    from urllib.parse import parse_qs, urlsplit
+
+    from shared.secret import parse_encryption_keys
+    from shared.services.dashboard_access import verify_dashboard_token
+
+    cli("tenants", "add", "contoso")
+    code, out, err = cli("dashboard-link", "contoso", "--ttl", "2h", "--base-url", "https://func-x.azurewebsites.net")
+    assert code == 0 and "valid until" in err
+    url = urlsplit(out.strip().splitlines()[-1])
+    assert (url.scheme, url.netloc, url.path) == ("https", "func-x.azurewebsites.net", "/api/dashboard")
+    keys = [k.key for k in parse_encryption_keys(os.environ["TENANTFLOW_ENCRYPTION_KEY"])]
+    now = datetime.now(UTC)
+    scope = verify_dashboard_token(parse_qs(url.query)["token"][0], keys, now)
+    assert scope.tenant == "contoso" and not scope.operator
+    assert timedelta(minutes=119) < scope.expires_at - now <= timedelta(hours=2)
+
+    code, out, _ = cli("dashboard-link", "--operator", "--json")
+    link = json.loads(out)
+    assert code == 0 and link["operator"] and link["url"].startswith("http://127.0.0.1:7071/api/dashboard?token=")
+    assert verify_dashboard_token(link["url"].split("token=")[1], keys, now).operator
+
+    assert cli("dashboard-link", "nobody")[2].startswith("error: unknown tenant 'nobody'")
+    assert "name a tenant, or give --operator" in cli("dashboard-link")[2]
+    assert "--ttl '1y'" in cli("dashboard-link", "contoso", "--ttl", "1y")[2]
