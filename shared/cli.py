@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import os
@@ -240,10 +241,13 @@ async def test_credential(svc: Any, args: argparse.Namespace) -> int:
     """`credentials test T NAME`: a 1-token call through the real model port, one attempt, bounded by --timeout."""
     from shared.connections.openai_model import OpenAIModelPort
     from shared.services.credential_check import check_credential
+    from shared.telemetry import TracedModelPort, telemetry_configured
 
+    importlib.import_module("openai")  # loaded before the clock starts: the latency is the call's, not the import's
     port = OpenAIModelPort(svc.endpoints, max_attempts=1, timeout=args.timeout)
+    traced = TracedModelPort(port) if telemetry_configured() else port
     try:
-        check = await check_credential(svc.credentials, port, args.tenant, args.name, args.model)
+        check = await check_credential(svc.credentials, traced, args.tenant, args.name, args.model)
     finally:
         await port.close()
     if args.json:
@@ -617,7 +621,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     handler = COMMANDS[args.command]
+    from shared.telemetry import configure_telemetry, shutdown_telemetry
+
     try:
+        configure_telemetry()  # only when an exporter is set in the environment (e.g. OTEL_TRACES_EXPORTER=console)
         result = handler(args)
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
@@ -630,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("TENANTFLOW_DEBUG"):
             raise
         return code
+    finally:
+        shutdown_telemetry()
 
 
 def describe_error(exc: Exception) -> tuple[str, int]:

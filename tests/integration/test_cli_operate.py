@@ -199,3 +199,22 @@ def test_dashboard_link_verifies_with_the_stores_key(cli):
     assert cli("dashboard-link", "nobody")[2].startswith("error: unknown tenant 'nobody'")
     assert "name a tenant, or give --operator" in cli("dashboard-link")[2]
     assert "--ttl '1y'" in cli("dashboard-link", "contoso", "--ttl", "1y")[2]
+
+
+def test_console_spans_of_a_credentials_test(tmp_path, emulator):
+    env = {**os.environ, "TENANTFLOW_STORE": "sqlite", "TENANTFLOW_SQLITE_PATH": str(tmp_path / "t.db"),
+           "TENANTFLOW_ALLOWED_HOSTS": "127.0.0.1",
+           "TENANTFLOW_ENCRYPTION_KEY": "k1:" + base64.b64encode(b"s" * 32).decode()}
+
+    def tenantflow(*args: str, stdin: str | None = None, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "shared.cli", *args], input=stdin, env={**env, **extra},
+                              capture_output=True, text=True, timeout=60)
+
+    tenantflow("tenants", "add", "contoso")
+    tenantflow("credentials", "set", "contoso", "foundry", "--kind", "azure_openai", "--endpoint", emulator.base_url,
+               "--api-key-stdin", stdin=KEY + "\n")
+    result = tenantflow("credentials", "test", "contoso", "foundry", OTEL_TRACES_EXPORTER="console")
+    assert result.returncode == 0, result.stderr
+    [span] = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert span["name"] == "chat gpt-4o-mini" and span["kind"] == "SpanKind.CLIENT"
+    assert span["attributes"]["gen_ai.usage.output_tokens"] == 1 and KEY not in result.stderr
