@@ -169,6 +169,8 @@ async def cmd_tenants(args: argparse.Namespace) -> int:
             secret = await (svc.tenants.rotate_webhook_secret(args.tenant) if args.rotate
                             else svc.tenants.webhook_secret(args.tenant))
             print(secret.reveal())
+        elif args.tenants_command == "members":
+            await tenant_members(svc, args)
         elif args.tenants_command == "keys":
             if args.keys_command == "create":
                 key_id, key = await svc.tenants.create_key(args.tenant)
@@ -187,6 +189,25 @@ async def cmd_tenants(args: argparse.Namespace) -> int:
                     state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
                     print(f"{key.key_id}  {state}  created {key.created_at:%Y-%m-%d %H:%M}")
     return EXIT_OK
+
+
+async def tenant_members(svc: Any, args: argparse.Namespace) -> None:
+    from shared.services.members import TenantMembers
+
+    members = TenantMembers(svc.stores.tenants, svc.stores.members)
+    if args.members_command == "add":
+        added = await members.add(args.tenant, args.principal)
+        print(f"{args.principal} {'added to' if added else 'was already a member of'} tenant {args.tenant}")
+    elif args.members_command == "remove":
+        if not await members.remove(args.tenant, args.principal):
+            raise CliError(f"tenant {args.tenant} has no member {args.principal}")
+        print(f"{args.principal} removed from tenant {args.tenant}")
+    else:
+        principals = await members.list(args.tenant)
+        if args.json:
+            print_json(principals)
+        for principal in [] if args.json else principals:
+            print(principal)
 
 
 async def cmd_credentials(args: argparse.Namespace) -> int:
@@ -444,6 +465,15 @@ def build_parser() -> argparse.ArgumentParser:
     t = tsub.add_parser("webhook-secret", help="print the tenant's webhook signing secret")
     t.add_argument("tenant")
     t.add_argument("--rotate", action="store_true", help="replace it with a new one first")
+    t = tsub.add_parser("members", help="principals (App Service Authentication) who may see the dashboard")
+    msub = t.add_subparsers(dest="members_command", required=True)
+    for name in ("add", "remove"):
+        m = msub.add_parser(name)
+        m.add_argument("tenant")
+        m.add_argument("principal", help="an Entra object id or a user name (UPN / email)")
+    m = msub.add_parser("list")
+    m.add_argument("tenant")
+    m.add_argument("--json", action="store_true", help="print a JSON list")
     t = tsub.add_parser("keys", help="API keys")
     ksub = t.add_subparsers(dest="keys_command", required=True)
     ksub.add_parser("create").add_argument("tenant")
@@ -545,6 +575,13 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     "tenants activate": ("re-activate a suspended tenant", "tenantflow tenants activate contoso"),
     "tenants webhook-secret": ("print the tenant's webhook signing secret",
                                "SECRET=$(tenantflow tenants webhook-secret contoso)"),
+    "tenants members": ("principals (App Service Authentication) who may see the tenant's dashboard",
+                        "tenantflow tenants members add contoso ann@contoso.com"),
+    "tenants members add": ("let a principal (Entra object id or user name) see the tenant's dashboard",
+                            "tenantflow tenants members add contoso ann@contoso.com"),
+    "tenants members remove": ("take a principal's access away",
+                               "tenantflow tenants members remove contoso ann@contoso.com"),
+    "tenants members list": ("list the tenant's members", "tenantflow tenants members list contoso --json"),
     "tenants keys": ("API keys of a tenant", "tenantflow tenants keys create contoso"),
     "tenants keys create": ("create an API key; prints it alone as the last line (shown once)",
                             "KEY=$(tenantflow tenants keys create contoso | tail -1)"),

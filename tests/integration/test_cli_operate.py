@@ -108,6 +108,9 @@ def test_json_on_every_list_and_show(cli):
     ["schedules", "add", "nobody", "support-reply", "--cron", "@hourly", "--input", "ticket=x"],
     ["schedules", "list", "nobody"],
     ["usage", "--tenant", "nobody"],
+    ["tenants", "members", "add", "nobody", "ann@contoso.com"],
+    ["tenants", "members", "list", "nobody"],
+    ["dashboard-link", "nobody"],
 ])
 def test_an_unknown_tenant_is_an_error_on_every_command(cli, command):
     code, out, err = cli(*command)
@@ -218,3 +221,39 @@ def test_console_spans_of_a_credentials_test(tmp_path, emulator):
     [span] = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert span["name"] == "chat gpt-4o-mini" and span["kind"] == "SpanKind.CLIENT"
     assert span["attributes"]["gen_ai.usage.output_tokens"] == 1 and KEY not in result.stderr
+
+
+def test_tenant_members_map_principals_to_tenants(cli):
+    import asyncio
+
+    from shared.bootstrap import build_services
+    from shared.services.dashboard_access import parse_client_principal, principal_header
+    from shared.services.members import TenantMembers
+
+    cli("tenants", "add", "contoso")
+    cli("tenants", "add", "fabrikam")
+    assert cli("tenants", "members", "add", "contoso", "Ann@Contoso.com") == (
+        0, "Ann@Contoso.com added to tenant contoso\n", "")
+    assert "was already a member" in cli("tenants", "members", "add", "contoso", "ann@contoso.com")[1]
+    cli("tenants", "members", "add", "fabrikam", "0f1e-oid")
+    code, out, _ = cli("tenants", "members", "list", "contoso", "--json")
+    assert code == 0 and json.loads(out) == ["ann@contoso.com"]
+
+    async def tenants_for(header: str) -> list[str]:
+        svc = await build_services()
+        try:
+            principal = parse_client_principal(header)
+            assert principal is not None
+            return await TenantMembers(svc.stores.tenants, svc.stores.members).tenants_for(principal)
+        finally:
+            await svc.close()
+
+    oid = "http://schemas.microsoft.com/identity/claims/objectidentifier"
+    both = principal_header([{"typ": "name", "val": "ANN@contoso.com"}, {"typ": oid, "val": "0F1E-OID"}])
+    assert asyncio.run(tenants_for(both)) == ["contoso", "fabrikam"]
+    assert asyncio.run(tenants_for(principal_header([{"typ": "name", "val": "eve@x.com"}]))) == []
+
+    assert cli("tenants", "members", "remove", "contoso", "ann@contoso.com")[0] == 0
+    code, _, err = cli("tenants", "members", "remove", "contoso", "ann@contoso.com")
+    assert code == 2 and "tenant contoso has no member ann@contoso.com" in err
+    assert cli("tenants", "members", "list", "contoso")[1] == ""

@@ -8,6 +8,7 @@ from shared.storage.ports import Stores
 
 async def open_postgres_stores(settings: Settings) -> Stores:
     from shared.storage.postgres.database import PostgresDatabase, migrate
+    from shared.storage.postgres.members import PostgresTenantMemberStore
     from shared.storage.postgres.stores import (
         PostgresBudgetStore,
         PostgresCredentialStore,
@@ -37,5 +38,6 @@ async def open_postgres_stores(settings: Settings) -> Stores:
         schedules=PostgresScheduleStore(db),
         replay=PostgresReplayGuard(db),
         health=PostgresHealth(db),
+        members=PostgresTenantMemberStore(db),
         closer=db.close,
     )

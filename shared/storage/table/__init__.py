@@ -8,6 +8,7 @@ from shared.storage.ports import Stores
 
 async def open_table_stores(settings: Settings) -> Stores:
     from shared.storage.table.client import TableClients
+    from shared.storage.table.members import TableTenantMemberStore
     from shared.storage.table.stores import (
         TableBudgetStore,
         TableCredentialStore,
@@ -34,5 +35,6 @@ async def open_table_stores(settings: Settings) -> Stores:
         schedules=TableScheduleStore(tables),
         replay=TableReplayGuard(tables),
         health=TableHealth(tables),
+        members=TableTenantMemberStore(tables),
         closer=tables.close,
     )

@@ -8,7 +8,7 @@ from typing import Any
 FORBIDDEN_KEY_CHARS = set('/\\#?%')
 CHUNK = 30_000  # characters per string property (a property holds at most 64 KiB = 32K UTF-16 units)
 TABLES = ("tenants", "apikeys", "credentials", "runs", "runids", "usage", "budgets", "counters", "schedules",
-          "replay")
+          "replay", "members")
 
 
 def key(value: str) -> str:
