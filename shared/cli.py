@@ -691,7 +691,8 @@ def describe_error(exc: Exception) -> tuple[str, int]:
     if isinstance(exc, (FlowError, FlowNotFound, RunRefused, SettingsError)):
         return str(exc), EXIT_INVALID
     known = {"CredentialError", "TenantError", "ConnectionFileError", "PriceFileError", "StorageError",
-             "AlreadyExists", "NotFound", "StepFailure", "DecryptionError", "ScheduleError", "UsageQueryError"}
+             "AlreadyExists", "NotFound", "StepFailure", "DecryptionError", "ScheduleError", "UsageQueryError",
+             "RunNotCompleted"}
     if any(cls.__name__ in known for cls in type(exc).__mro__):
         return str(exc), EXIT_INVALID
     logging.getLogger("tenantflow").debug("unexpected error", exc_info=True)

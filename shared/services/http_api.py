@@ -21,11 +21,11 @@ from shared.secret import Secret
 from shared.services.api_messages import ApiRequest, ApiResponse
 from shared.services.catalog import FlowNotFound
 from shared.services.run_queue import QueueNotConfigured, RunQueue
-from shared.services.runs import RunRefused, RunService, run_to_json
+from shared.services.runs import RunNotCompleted, RunRefused, RunService, run_to_json
 from shared.services.tenants import TenantService
 from shared.services.usage import UsageQuery, UsageQueryError, UsageService, to_csv
 from shared.storage.models import RunRecord, Tenant
-from shared.storage.ports import GROUP_KEYS, Stores
+from shared.storage.ports import GROUP_KEYS, Stores, StoreUnavailable
 from shared.web.dashboard import render_dashboard
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,15 @@ class HttpApi:
             return await getattr(self, handler)(request)
         except Problem as problem:
             return problem.response(request.path)
+        except RunNotCompleted as exc:
+            if exc.cause == "store_unavailable":
+                return Problem(503, "Store unavailable", f"{exc}; retry later", headers={"retry-after": "5"},
+                               run_id=exc.run.run_id).response(request.path)
+            return Problem(500, "Internal error", "the run was interrupted by an internal error; it has been logged",
+                           run_id=exc.run.run_id).response(request.path)
+        except StoreUnavailable as exc:
+            return Problem(503, "Store unavailable", f"{exc}; retry later",
+                           headers={"retry-after": "5"}).response(request.path)
         except Exception:  # never a traceback to the caller
             log.exception("unhandled error in %s %s", request.method, request.path)
             return Problem(500, "Internal error", "the request failed; it has been logged").response(request.path)

@@ -6,6 +6,7 @@ Every trigger (cli, http, webhook, queue, timer) goes through RunService, so eve
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,13 +19,25 @@ from shared.engine.inputs import coerce_inputs
 from shared.engine.model import Flow
 from shared.engine.ports import ModelPort
 from shared.services.catalog import FlowCatalog
-from shared.services.metering import MeteredModelPort
+from shared.services.metering import FUNCTION_TIMEOUT, MeteredModelPort, RunBook
 from shared.services.prices import PriceBook
-from shared.storage.models import RunRecord, StepRecord, Tenant
-from shared.storage.ports import Stores
+from shared.storage.models import BookBatch, Budget, RunRecord, StepRecord, Tenant
+from shared.storage.ports import Stores, StoreUnavailable
 
 log = logging.getLogger(__name__)
-RUN_TIMEOUT = timedelta(minutes=10, seconds=15)  # host.json functionTimeout (10 min) + clock skew
+RUN_TIMEOUT = FUNCTION_TIMEOUT + timedelta(seconds=15)  # host.json functionTimeout + clock skew
+BUDGET_CACHE_SECONDS = 5.0  # a budget change reaches other instances' runs within this bound
+
+
+class RunNotCompleted(Exception):
+    """The run could not be carried out because of the app, not the flow: its store became unavailable
+    (`cause` = "store_unavailable", answer 503 + Retry-After) or a bug interrupted it ("internal_error"). `run` is
+    the run as far as it is known (its id lets a client look it up later). Never answered as a 200."""
+
+    def __init__(self, run: RunRecord, cause: str, message: str) -> None:
+        super().__init__(message)
+        self.run = run
+        self.cause = cause
 
 
 class RunRefused(Exception):
@@ -42,6 +55,7 @@ class Prepared:
     created: bool  # False when a run with this id already existed (idempotent replay)
     flow: Flow | None
     tenant: Tenant
+    stored: bool = True  # False: execute() stores the run with its first transaction
 
 
 def new_run_id() -> str:
@@ -57,6 +71,19 @@ class RunService:
         self.executor_factory = executor_factory
         self.prices = prices
         self.now = now or (lambda: datetime.now(UTC))
+        self.budgets: dict[str, tuple[float, Budget | None]] = {}
+
+    async def budget(self, tenant_id: str) -> Budget | None:
+        """The tenant's budget, cached for BUDGET_CACHE_SECONDS (set_budget in this process clears it)."""
+        cached = self.budgets.get(tenant_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        budget = await self.stores.budgets.get_budget(tenant_id)
+        self.budgets[tenant_id] = (time.monotonic() + BUDGET_CACHE_SECONDS, budget)
+        return budget
+
+    def forget_budget(self, tenant_id: str) -> None:
+        self.budgets.pop(tenant_id, None)
 
     async def active_tenant(self, tenant_id: str) -> Tenant:
         tenant = await self.stores.tenants.get(tenant_id)
@@ -68,10 +95,15 @@ class RunService:
 
     async def prepare(self, tenant_id: str, flow_ref: str, raw_inputs: Any, trigger: str, *,
                       run_id: str | None = None, from_strings: bool = False, status: str = "running",
-                      idempotency_key: str | None = None, request_hash: str | None = None) -> Prepared:
+                      idempotency_key: str | None = None, request_hash: str | None = None,
+                      tenant: Tenant | None = None, record: bool = True) -> Prepared:
         """Checks tenant, flow and inputs (raising RunRefused / FlowNotFound / FlowError / InputError) and records
-        the run with `status`. With an existing run_id nothing is re-checked or re-recorded: created=False."""
-        tenant = await self.active_tenant(tenant_id)
+        the run with `status`. With an existing run_id nothing is re-checked or re-recorded: created=False.
+        `tenant`: the caller's tenant, already authenticated and active (saves reading it again). With
+        record=False (a new run id only) the run is not stored yet: `execute` stores it with its first
+        transaction."""
+        if tenant is None or tenant.id != tenant_id or tenant.status != "active":
+            tenant = await self.active_tenant(tenant_id)
         if run_id is not None:
             existing = await self.stores.runs.get(tenant_id, run_id)
             if existing is not None:
@@ -91,6 +123,8 @@ class RunService:
             created_at=self.now(),
             started_at=self.now() if status == "running" else None,
         )
+        if not record and run_id is None:
+            return Prepared(run, True, flow, tenant, stored=False)
         created = await self.stores.runs.create(run)
         if not created:
             existing = await self.stores.runs.get(tenant_id, run.run_id)
@@ -98,27 +132,53 @@ class RunService:
         return Prepared(run, True, flow, tenant)
 
     async def run(self, tenant_id: str, flow_ref: str, raw_inputs: Any, trigger: str, **options: Any) -> RunRecord:
-        """Prepares and executes a run now (sync). An idempotent replay returns the stored run unchanged."""
-        prepared = await self.prepare(tenant_id, flow_ref, raw_inputs, trigger, **options)
+        """Prepares and executes a run now (sync). An idempotent replay returns the stored run unchanged. A new
+        run is stored with its first transaction (see `execute`)."""
+        prepared = await self.prepare(tenant_id, flow_ref, raw_inputs, trigger, record=False, **options)
         if not prepared.created or prepared.flow is None:
             return prepared.run
-        return await self.execute(prepared.run, prepared.flow, prepared.tenant)
+        return await self.execute(prepared.run, prepared.flow, prepared.tenant, stored=prepared.stored)
 
     async def claim(self, tenant_id: str, run_id: str) -> bool:
         """queued → running; exactly one of many concurrent claimers gets True."""
         return await self.stores.runs.transition(tenant_id, run_id, ("queued",), "running")
 
-    async def execute(self, run: RunRecord, flow: Flow, tenant: Tenant) -> RunRecord:
-        metered = MeteredModelPort(self.model, self.stores.usage, self.stores.budgets, self.prices,
-                                   tenant.id, run.run_id, flow.id, now=self.now)
+    async def execute(self, run: RunRecord, flow: Flow, tenant: Tenant, stored: bool = True) -> RunRecord:
+        """Runs the flow, metered. Store transactions: the first (creating the run when `stored` is False) goes
+        with the first model call's reserve, each charge with the next transaction, and the last holds the
+        run's final state. A run that fails because of the app raises RunNotCompleted (never a 200)."""
+        book = RunBook(self.stores.bookkeeping, tenant.id, new_run=None if stored else run)
+        metered = MeteredModelPort(self.model, book, self.prices, run.run_id, flow.id,
+                                   lambda: self.budget(tenant.id), now=self.now)
         executor = self.executor_factory(metered)
         context = RunContext(tenant.id, tenant.name, run.run_id, run.trigger)
+        failure: tuple[str, str] | None = None
         try:
             outcome = await executor.run(flow, run.inputs, context)
+        except StoreUnavailable as exc:
+            log.error("run %s of flow %s for tenant %s: store unavailable: %s", run.run_id, flow.id, tenant.id, exc)
+            failure = ("store_unavailable", str(exc))
         except Exception as exc:  # a bug, not a flow failure: record it without details that could hold secrets
             log.exception("run %s of flow %s for tenant %s crashed", run.run_id, flow.id, tenant.id)
-            outcome = RunOutcome("failed", None, [], metered_usage(metered), f"internal error: {type(exc).__name__}",
-                                 "internal_error")
+            failure = ("internal_error", f"internal error: {type(exc).__name__}")
+        if failure is not None:
+            outcome = RunOutcome("failed", None, [], metered.usage(), failure[1], failure[0])
+        self.fill(run, outcome, metered)
+        try:
+            await book.commit(finish=run)
+        except StoreUnavailable as exc:
+            # served calls whose charge could not be written are logged (never silently lost) for reconciliation
+            if book.charges:
+                log.error("run %s of tenant %s: %d served model calls (%d tokens) could not be charged: %s",
+                          run.run_id, tenant.id, len(book.charges), sum(r.total_tokens for r in book.charges), exc)
+            raise RunNotCompleted(run, "store_unavailable", str(exc)) from None
+        if failure is not None:
+            raise RunNotCompleted(run, *failure)
+        log.info("run %s flow=%s tenant=%s status=%s tokens=%s", run.run_id, flow.id, tenant.id, run.status,
+                 outcome.usage.total_tokens)
+        return run
+
+    def fill(self, run: RunRecord, outcome: RunOutcome, metered: MeteredModelPort) -> None:
         run.status = outcome.status
         run.outputs = outcome.outputs
         run.error = outcome.error
@@ -127,13 +187,14 @@ class RunService:
                        s.error, s.iteration)
             for s in outcome.steps
         ]
+        usage = metered.usage()
         cost = metered.total_cost()
         run.usage = {
-            "prompt_tokens": outcome.usage.prompt_tokens,
-            "completion_tokens": outcome.usage.completion_tokens,
-            "total_tokens": outcome.usage.total_tokens,
-            "cached_tokens": outcome.usage.cached_tokens,
-            "reasoning_tokens": outcome.usage.reasoning_tokens,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "cached_tokens": usage.cached_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
             "cost": str(cost) if cost is not None else None,
             "model_calls": len(metered.records),
         }
@@ -142,14 +203,10 @@ class RunService:
             if outcome.error_details:
                 run.usage["error_details"] = outcome.error_details
         run.finished_at = self.now()
-        await self.stores.runs.save(run)
-        log.info("run %s flow=%s tenant=%s status=%s tokens=%s", run.run_id, flow.id, tenant.id, run.status,
-                 outcome.usage.total_tokens)
-        return run
 
     async def interrupt(self, run: RunRecord) -> RunRecord:
         """`running` → `failed` for a run whose worker stopped (exactly one copy wins); the usage its model calls
-        recorded stays in the ledger and is summed onto the run."""
+        recorded stays in the ledger and is summed onto the run, and the leases it still holds are released."""
         store = self.stores.runs
         if not await store.transition(run.tenant_id, run.run_id, ("running",), "failed"):
             return await store.get(run.tenant_id, run.run_id) or run
@@ -167,7 +224,7 @@ class RunService:
                      "cost": str(sum(costs)) if costs else None, "model_calls": len(records),
                      "error_code": "interrupted"}
         run.finished_at = self.now()
-        await store.save(run)
+        await self.stores.bookkeeping.commit(BookBatch(run.tenant_id, finish_run=run))
         log.error("run %s of tenant %s interrupted: running since %s", run.run_id, run.tenant_id, run.started_at)
         return run
 
@@ -175,7 +232,11 @@ class RunService:
         """Marks every run still `running` past RUN_TIMEOUT as interrupted, whatever started it (an HTTP or
         webhook run whose host stopped has no queue message to find it). Called by the `schedules` timer."""
         stale = await self.stores.runs.list_stale_running(self.now() - RUN_TIMEOUT, limit)
-        return [await self.interrupt(run) for run in stale]
+        interrupted = [await self.interrupt(run) for run in stale]
+        released = await self.stores.bookkeeping.release_expired(self.now())
+        if released:
+            log.warning("sweep: released %d expired budget leases", released)
+        return interrupted
 
     async def reject(self, tenant_id: str, flow_id: str, run_id: str | None, trigger: str, reason: str) -> RunRecord:
         """Records a run that was refused before it started (a malformed message). No model call is made."""
@@ -186,16 +247,6 @@ class RunService:
             existing = await self.stores.runs.get(tenant_id, run.run_id)
             return existing or run
         return run
-
-
-def metered_usage(metered: MeteredModelPort) -> Any:
-    from shared.engine.usage import TokenUsage
-
-    total = TokenUsage()
-    for record in metered.records:
-        total = total + TokenUsage(record.prompt_tokens, record.completion_tokens, record.total_tokens,
-                                   record.cached_tokens, record.reasoning_tokens)
-    return total
 
 
 def run_to_json(run: RunRecord) -> dict[str, Any]:

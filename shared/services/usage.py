@@ -10,8 +10,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from shared.services.metering import period_of, period_reset
-from shared.storage.models import Budget, UsageRow
+from shared.services.metering import period_reset
+from shared.storage.models import Budget, UsageRow, period_of
 from shared.storage.ports import GROUP_KEYS, BudgetStore, UsageQueries
 
 NUMBER_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "runs")

@@ -155,3 +155,56 @@ class Schedule:
     inputs: dict[str, Any] = field(default_factory=dict)
     enabled: bool = True
     created_at: datetime = field(default_factory=utcnow)
+
+
+def period_of(moment: datetime) -> str:
+    """The budget period (calendar month, UTC) a moment falls in: `YYYY-MM`."""
+    return moment.astimezone(UTC).strftime("%Y-%m")
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A budget reservation held by one model call of one run, from before the call until its charge (or its
+    release) commits, or until it expires and the sweep releases it. `lease_id` is unique per tenant."""
+
+    tenant_id: str
+    lease_id: str
+    run_id: str
+    period: str
+    tokens: int
+    cost: Decimal
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class BookBatch:
+    """One atomic unit of a run's bookkeeping, applied in this order:
+
+    1. `create_run`: the run is inserted unless its run_id exists (then nothing else in the batch is applied);
+    2. `charges`: each usage record is inserted unless its key exists, and only then adds its tokens and cost to
+       the `used` counters of its period; each charged or released lease that is still held is deleted and
+       subtracted from `reserved` (a lease already released by the sweep is not subtracted twice);
+    3. `reserve`: the lease is held and added to `reserved`, unless used + reserved + it would pass `limits`
+       (a lease already held is not added twice);
+    4. `finish_run`: the run is saved whole, and every lease the run still holds is released.
+
+    Replaying a batch changes nothing that its first application did not."""
+
+    tenant_id: str
+    create_run: RunRecord | None = None
+    charges: tuple[UsageRecord, ...] = ()
+    released: tuple[str, ...] = ()  # lease ids: those of the charges, and those of calls that failed
+    reserve: Lease | None = None
+    limits: Budget | None = None
+    finish_run: RunRecord | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.create_run or self.charges or self.released or self.reserve or self.finish_run)
+
+
+@dataclass(frozen=True)
+class BookResult:
+    created: bool | None = None  # None: the batch created no run
+    reserved: bool | None = None  # None: the batch reserved nothing
+    counters: BudgetCounters | None = None  # of the reserved lease's period, after the batch

@@ -12,12 +12,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
 
 from shared.storage.models import (
     ApiKey,
+    BookBatch,
+    BookResult,
     Budget,
     BudgetCounters,
+    Lease,
     RunRecord,
     Schedule,
     StoredCredential,
@@ -37,6 +39,12 @@ class AlreadyExists(StorageError):
 
 class NotFound(StorageError):
     pass
+
+
+class StoreUnavailable(StorageError):
+    """The store cannot be used right now (unreachable, read-only, full, corrupt, locked). The message names the
+    cause in one line and never holds a secret (no DSN, no connection string). Callers answer 503 / retry later;
+    nothing acknowledged may be lost."""
 
 
 class TenantStore(ABC):
@@ -132,12 +140,13 @@ class RunStore(ABC):
 
 
 class UsageLedger(ABC):
-    """Write path of usage."""
+    """Bulk write path of usage (imports, benchmarks); runs charge their calls through `Bookkeeping`."""
 
     @abstractmethod
     async def record(self, records: list[UsageRecord]) -> int:
-        """Stores records, batched where the backend allows; a record whose (tenant_id, key) exists is skipped.
-        Returns how many were new."""
+        """Stores records, batched where the backend allows; a record whose (tenant_id, key) exists is skipped,
+        and each new one adds to its tenant's `used` budget counters, in the same transaction. Returns how many
+        were new."""
 
     @abstractmethod
     async def list_for_run(self, tenant_id: str, run_id: str) -> builtins.list[UsageRecord]: ...
@@ -162,12 +171,6 @@ class UsageQueries(ABC):
         sum of known costs. `runs` counts distinct run ids."""
 
 
-@dataclass(frozen=True)
-class Reservation:
-    ok: bool
-    counters: BudgetCounters
-
-
 class BudgetStore(ABC):
     @abstractmethod
     async def set_budget(self, budget: Budget) -> None: ...
@@ -178,25 +181,24 @@ class BudgetStore(ABC):
     @abstractmethod
     async def counters(self, tenant_id: str, period: str) -> BudgetCounters: ...
 
-    @abstractmethod
-    async def reserve(
-        self,
-        tenant_id: str,
-        period: str,
-        tokens: int,
-        cost: Decimal,
-        limit_tokens: int | None,
-        limit_cost: Decimal | None,
-    ) -> Reservation:
-        """Atomically (across processes) adds to reserved_* unless used+reserved+this would exceed a limit
-        (None = no limit). ok=False leaves the counters unchanged."""
+
+class Bookkeeping(ABC):
+    """The run path's writes, each `commit` one atomic transaction (one round trip where the backend allows):
+    run creation, budget leases, usage charges and the run's final state. The ledger and the budget counters
+    move together, so they can never drift apart: for every tenant and period, `used` is the sum of the ledger
+    and `reserved` the sum of the leases held."""
 
     @abstractmethod
-    async def settle(
-        self, tenant_id: str, period: str, reserved_tokens: int, reserved_cost: Decimal, tokens: int, cost: Decimal
-    ) -> BudgetCounters:
-        """Atomically moves a reservation to used: reserved -= reserved_*, used += tokens/cost.
-        With tokens=cost=0 this releases the reservation."""
+    async def commit(self, batch: BookBatch) -> BookResult:
+        """Applies `batch` atomically (see BookBatch for the order and the rules). Idempotent."""
+
+    @abstractmethod
+    async def leases(self, tenant_id: str) -> builtins.list[Lease]:
+        """The leases the tenant holds now, ordered by lease id."""
+
+    @abstractmethod
+    async def release_expired(self, now: datetime, limit: int = 1000) -> int:
+        """Across tenants (the timer's sweep): releases leases whose expiry has passed. Returns how many."""
 
 
 class ScheduleStore(ABC):
@@ -260,6 +262,7 @@ class Stores:
     usage: UsageLedger
     usage_queries: UsageQueries
     budgets: BudgetStore
+    bookkeeping: Bookkeeping
     schedules: ScheduleStore
     replay: ReplayGuard
     health: HealthCheck

@@ -13,7 +13,7 @@ import sys
 
 from shared.engine.ports import ChatRequest, ChatResult, Connection, ModelPort, StepFailure
 from shared.engine.usage import TokenUsage
-from shared.services.metering import MeteredModelPort
+from shared.services.metering import MeteredModelPort, RunBook
 from shared.services.prices import PriceBook
 from shared.settings import Settings
 from shared.storage.factory import open_stores
@@ -33,12 +33,14 @@ async def main(tenant: str, attempts: int, worker: str) -> None:
     granted = refused = 0
     try:
         for attempt in range(attempts):
-            port = MeteredModelPort(InstantModel(), stores.usage, stores.budgets, prices, tenant, f"{worker}-{attempt}",
-                                    "budget-test")
+            book = RunBook(stores.bookkeeping, tenant)
+            port = MeteredModelPort(InstantModel(), book, prices, f"{worker}-{attempt}", "budget-test",
+                                    lambda: stores.budgets.get_budget(tenant))
             request = ChatRequest(Connection("c"), "gpt-4o-mini", [{"role": "user", "content": "hi"}],
                                   max_completion_tokens=20, step_id="s")
             try:
                 result = await port.chat(request)
+                await book.commit()  # the charge
                 granted += result.usage.total_tokens
             except StepFailure as exc:
                 assert exc.code == "budget_exceeded", exc

@@ -9,8 +9,7 @@ import sys
 import uuid
 from datetime import UTC, datetime
 
-from shared.services.metering import period_of
-from shared.storage.models import Budget
+from shared.storage.models import Budget, period_of
 from tests.backends.fixtures import settings_env
 
 WORKERS, ATTEMPTS, LIMIT = 8, 12, 1500

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from shared.storage.models import Budget, Schedule, UsageRecord
+from shared.storage.models import BookBatch, Budget, Lease, RunRecord, Schedule, Tenant, UsageRecord, period_of
 from shared.storage.ports import AlreadyExists
 
 
@@ -57,34 +57,117 @@ async def test_summaries_group_filter_and_sum_exactly(stores):
     assert await stores.usage_queries.summarize(a, date(2027, 1, 1), None, "day") == []
 
 
-async def test_budget_reserve_settle_release(stores):
+def lease(tenant, lease_id, tokens, cost="0", period="2026-11", run="r1", expires=None):
+    return Lease(tenant, lease_id, run, period, tokens, Decimal(cost),
+                 expires or datetime.now(UTC) + timedelta(minutes=11))
+
+
+async def assert_counters_match(stores, tenant, period):
+    """The invariant: used = the ledger's sum, reserved = the leases' sum."""
+    counters = await stores.budgets.counters(tenant, period)
+    held = [x for x in await stores.bookkeeping.leases(tenant) if x.period == period]
+    assert counters.reserved_tokens == sum(x.tokens for x in held)
+    assert counters.reserved_cost == sum((x.cost for x in held), Decimal(0))
+    return counters
+
+
+async def test_budget_reserve_charge_release(stores):
     tenant = "t-" + uuid.uuid4().hex[:6]
+    book = stores.bookkeeping
     assert await stores.budgets.get_budget(tenant) is None
-    await stores.budgets.set_budget(Budget(tenant, 100, Decimal("1.50")))
-    assert await stores.budgets.get_budget(tenant) == Budget(tenant, 100, Decimal("1.50"))
-    ok = await stores.budgets.reserve(tenant, "2026-11", 60, Decimal("0.5"), 100, Decimal("1.50"))
-    assert ok.ok and ok.counters.reserved_tokens == 60
-    refused = await stores.budgets.reserve(tenant, "2026-11", 41, Decimal("0"), 100, None)
-    assert not refused.ok and refused.counters.reserved_tokens == 60
-    refused_cost = await stores.budgets.reserve(tenant, "2026-11", 1, Decimal("1.01"), None, Decimal("1.50"))
-    assert not refused_cost.ok
-    after = await stores.budgets.settle(tenant, "2026-11", 60, Decimal("0.5"), 25, Decimal("0.2"))
+    limits = Budget(tenant, 100, Decimal("1.50"))
+    await stores.budgets.set_budget(limits)
+    assert await stores.budgets.get_budget(tenant) == limits
+    ok = await book.commit(BookBatch(tenant, reserve=lease(tenant, "a", 60, "0.5"), limits=limits))
+    assert ok.reserved and ok.counters.reserved_tokens == 60
+    refused = await book.commit(BookBatch(tenant, reserve=lease(tenant, "b", 41), limits=limits))
+    assert refused.reserved is False and refused.counters.reserved_tokens == 60
+    refused_cost = await book.commit(BookBatch(tenant, reserve=lease(tenant, "c", 1, "1.01"), limits=limits))
+    assert refused_cost.reserved is False
+    assert [x.lease_id for x in await book.leases(tenant)] == ["a"]
+    # the charge of lease a: its record and the counters move together, and the lease is gone
+    charge = record(tenant, "r1", cost="0.2", when=datetime(2026, 11, 3, tzinfo=UTC), prompt=20, completion=5)
+    await book.commit(BookBatch(tenant, charges=(charge,), released=("a",)))
+    after = await assert_counters_match(stores, tenant, "2026-11")
     assert (after.reserved_tokens, after.used_tokens, after.reserved_cost, after.used_cost) == (
         0, 25, Decimal("0"), Decimal("0.2"))
-    assert (await stores.budgets.reserve(tenant, "2026-11", 75, Decimal(0), 100, None)).ok
-    released = await stores.budgets.settle(tenant, "2026-11", 75, Decimal(0), 0, Decimal(0))
+    # replaying the same charge changes nothing
+    await book.commit(BookBatch(tenant, charges=(charge,), released=("a",)))
+    assert (await stores.budgets.counters(tenant, "2026-11")).used_tokens == 25
+    assert len(await stores.usage.list_for_run(tenant, "r1")) == 1
+    # a reservation replayed is held once; releasing it frees it
+    for _ in range(2):
+        assert (await book.commit(BookBatch(tenant, reserve=lease(tenant, "d", 75), limits=limits))).reserved
+    assert (await stores.budgets.counters(tenant, "2026-11")).reserved_tokens == 75
+    await book.commit(BookBatch(tenant, released=("d",)))
+    released = await assert_counters_match(stores, tenant, "2026-11")
     assert (released.reserved_tokens, released.used_tokens) == (0, 25)
     assert (await stores.budgets.counters(tenant, "2026-12")).used_tokens == 0
-    unlimited = await stores.budgets.reserve(tenant, "2026-12", 10**9, Decimal(10**6), None, None)
-    assert unlimited.ok
+    unlimited = await book.commit(BookBatch(tenant, reserve=lease(tenant, "e", 10**9, "1000000", "2026-12")))
+    assert unlimited.reserved
+
+
+async def test_a_run_is_created_reserved_charged_and_finished_in_two_batches(stores):
+    tenant = "t-" + uuid.uuid4().hex[:6]
+    run = RunRecord(run_id=uuid.uuid4().hex, tenant_id=tenant, flow_id="f", flow_hash="h", trigger="http",
+                    status="running", inputs={"x": 1})
+    limits = Budget(tenant, 1000, None)
+    first = await stores.bookkeeping.commit(BookBatch(tenant, create_run=run, limits=limits,
+                                                      reserve=lease(tenant, "l1", 300, run=run.run_id)))
+    assert (first.created, first.reserved) == (True, True)
+    assert (await stores.runs.get(tenant, run.run_id)).status == "running"
+    # a second creation of the same run id stops its whole batch: no second lease
+    again = await stores.bookkeeping.commit(BookBatch(tenant, create_run=run, reserve=lease(tenant, "l2", 300),
+                                                      limits=limits))
+    assert again.created is False
+    assert [x.lease_id for x in await stores.bookkeeping.leases(tenant)] == ["l1"]
+    # the lease of a call that failed is released by finishing the run, with the charge of the served one
+    await stores.bookkeeping.commit(BookBatch(tenant, reserve=lease(tenant, "l3", 100, run=run.run_id), limits=limits))
+    served = record(tenant, run.run_id, when=datetime.now(UTC))
+    run.status, run.outputs = "succeeded", {"answer": 42}
+    await stores.bookkeeping.commit(BookBatch(tenant, charges=(served,), released=("l1",), finish_run=run))
+    stored = await stores.runs.get(tenant, run.run_id)
+    assert (stored.status, stored.outputs) == ("succeeded", {"answer": 42})
+    assert await stores.bookkeeping.leases(tenant) == []
+    counters = await assert_counters_match(stores, tenant, period_of(datetime.now(UTC)))
+    assert (counters.used_tokens, counters.reserved_tokens) == (15, 0)
+
+
+async def test_the_sweep_releases_expired_leases_once(stores):
+    tenant, other = "t-" + uuid.uuid4().hex[:6], "u-" + uuid.uuid4().hex[:6]
+    for t in (tenant, other):
+        await stores.tenants.add(Tenant(t, t))
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    await stores.bookkeeping.commit(BookBatch(tenant, reserve=lease(tenant, "old", 40, expires=past)))
+    await stores.bookkeeping.commit(BookBatch(other, reserve=lease(other, "old", 50, expires=past)))
+    await stores.bookkeeping.commit(BookBatch(tenant, reserve=lease(tenant, "live", 7)))
+    assert await stores.bookkeeping.release_expired(datetime.now(UTC)) >= 2
+    assert [x.lease_id for x in await stores.bookkeeping.leases(tenant)] == ["live"]
+    assert await stores.bookkeeping.leases(other) == []
+    assert (await assert_counters_match(stores, tenant, "2026-11")).reserved_tokens == 7
+    # the call whose lease was swept still charges what it served, without subtracting the lease twice
+    await stores.bookkeeping.commit(BookBatch(tenant, charges=(record(tenant, "r1"),), released=("old",)))
+    counters = await assert_counters_match(stores, tenant, "2026-11")
+    assert (counters.reserved_tokens, counters.used_tokens) == (7, 15)
+
+
+async def test_bulk_records_move_the_used_counters_too(stores):
+    tenant = "t-" + uuid.uuid4().hex[:6]
+    await stores.usage.record([record(tenant, "r1", iteration=i) for i in range(3)]
+                              + [record(tenant, "r2", when=datetime(2026, 12, 1, tzinfo=UTC))])
+    assert (await stores.budgets.counters(tenant, "2026-11")).used_tokens == 45
+    assert (await stores.budgets.counters(tenant, "2026-11")).used_cost == Decimal("0.3")
+    assert (await stores.budgets.counters(tenant, "2026-12")).used_tokens == 15
 
 
 async def test_concurrent_reservations_never_exceed_the_limit(stores):
     tenant = "t-" + uuid.uuid4().hex[:6]
-    results = await asyncio.gather(*[stores.budgets.reserve(tenant, "2026-11", 30, Decimal(0), 100, None)
-                                     for _ in range(20)])
-    assert sum(r.ok for r in results) == 3
-    assert (await stores.budgets.counters(tenant, "2026-11")).reserved_tokens == 90
+    limits = Budget(tenant, 100, None)
+    results = await asyncio.gather(*[stores.bookkeeping.commit(BookBatch(tenant, reserve=lease(tenant, f"l{i}", 30),
+                                                                         limits=limits)) for i in range(20)])
+    assert sum(bool(r.reserved) for r in results) == 3
+    counters = await assert_counters_match(stores, tenant, "2026-11")
+    assert counters.reserved_tokens == 90
 
 
 async def test_schedules(stores):

@@ -10,6 +10,7 @@ async def open_postgres_stores(settings: Settings) -> Stores:
     from shared.storage.postgres.database import PostgresDatabase, migrate
     from shared.storage.postgres.members import PostgresTenantMemberStore
     from shared.storage.postgres.stores import (
+        PostgresBookkeeping,
         PostgresBudgetStore,
         PostgresCredentialStore,
         PostgresHealth,
@@ -35,6 +36,7 @@ async def open_postgres_stores(settings: Settings) -> Stores:
         usage=PostgresUsageLedger(db),
         usage_queries=PostgresUsageQueries(db),
         budgets=PostgresBudgetStore(db),
+        bookkeeping=PostgresBookkeeping(db),
         schedules=PostgresScheduleStore(db),
         replay=PostgresReplayGuard(db),
         health=PostgresHealth(db),

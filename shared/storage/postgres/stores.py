@@ -12,8 +12,11 @@ from psycopg.types.json import Jsonb
 
 from shared.storage.models import (
     ApiKey,
+    BookBatch,
+    BookResult,
     Budget,
     BudgetCounters,
+    Lease,
     RunRecord,
     Schedule,
     StoredCredential,
@@ -24,12 +27,12 @@ from shared.storage.models import (
 from shared.storage.ports import (
     GROUP_KEYS,
     AlreadyExists,
+    Bookkeeping,
     BudgetStore,
     CredentialStore,
     HealthCheck,
     NotFound,
     ReplayGuard,
-    Reservation,
     RunStore,
     ScheduleStore,
     TenantStore,
@@ -215,54 +218,38 @@ class PostgresRunStore(RunStore):
         return [run_from_document(row["document"]) for row in found]
 
 
-USAGE_COLUMNS = ("tenant_id", "run_id", "step_id", "iteration", "attempt", "flow_id", "model", "endpoint_host",
-                 "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens", "cost",
-                 "recorded_at", "day")
-INSERT_NEW_USAGE = """
-WITH new AS (
-    INSERT INTO usage_records SELECT * FROM usage_batch ON CONFLICT DO NOTHING
-    RETURNING tenant_id, day, model, flow_id, run_id, prompt_tokens, completion_tokens, total_tokens, cost
-), daily AS (
-    INSERT INTO usage_daily
-    SELECT tenant_id, day, model, flow_id, sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(cost),
-           count(cost), count(*)
-    FROM new GROUP BY tenant_id, day, model, flow_id
-    ON CONFLICT (tenant_id, day, model, flow_id) DO UPDATE SET
-        prompt_tokens = usage_daily.prompt_tokens + EXCLUDED.prompt_tokens,
-        completion_tokens = usage_daily.completion_tokens + EXCLUDED.completion_tokens,
-        total_tokens = usage_daily.total_tokens + EXCLUDED.total_tokens,
-        cost = CASE WHEN EXCLUDED.cost IS NULL THEN usage_daily.cost
-                    ELSE coalesce(usage_daily.cost, 0) + EXCLUDED.cost END,
-        priced_records = usage_daily.priced_records + EXCLUDED.priced_records,
-        records = usage_daily.records + EXCLUDED.records
-), run_days AS (
-    INSERT INTO usage_run_days SELECT DISTINCT tenant_id, day, model, flow_id, run_id FROM new
-    ON CONFLICT DO NOTHING
-)
-SELECT count(*) AS inserted FROM new
-"""
+def usage_row(r: UsageRecord) -> dict[str, Any]:
+    """A usage_records row as JSON (for tf_book / tf_insert_usage)."""
+    return {"tenant_id": r.tenant_id, "run_id": r.run_id, "step_id": r.step_id, "iteration": r.iteration,
+            "attempt": r.attempt, "flow_id": r.flow_id, "model": r.model, "endpoint_host": r.endpoint_host,
+            "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+            "total_tokens": r.total_tokens, "cached_tokens": r.cached_tokens, "reasoning_tokens": r.reasoning_tokens,
+            "cost": None if r.cost is None else str(r.cost), "recorded_at": time_text(r.recorded_at),
+            "day": r.recorded_at.astimezone(UTC).date().isoformat()}
+
+
+def run_row(run: RunRecord) -> dict[str, Any]:
+    return {"run_id": run.run_id, "flow_id": run.flow_id, "status": run.status,
+            "idempotency_key": run.idempotency_key, "created_at": time_text(run.created_at),
+            "document": run_to_document(run)}
 
 
 class PostgresUsageLedger(UsageLedger):
-    """Batched: COPY into a temporary table, then one statement inserts the new records and updates the
-    daily read model from exactly those (existing keys are skipped, so replays change nothing)."""
+    """Batched per tenant: one call of tf_book (migration 0003) inserts the new records, updates the daily read
+    model and the `used` counters from exactly those (existing keys are skipped, so replays change nothing)."""
 
     def __init__(self, db: PostgresDatabase) -> None:
         self.db = db
 
     async def record(self, records: list[UsageRecord]) -> int:
-        if not records:
-            return 0
-        async with self.db.transaction() as c:
-            await c.execute("CREATE TEMP TABLE IF NOT EXISTS usage_batch (LIKE usage_records) ON COMMIT DELETE ROWS")
-            async with c.cursor().copy(f"COPY usage_batch ({', '.join(USAGE_COLUMNS)}) FROM STDIN") as copy:
-                for r in records:
-                    await copy.write_row((r.tenant_id, r.run_id, r.step_id, r.iteration, r.attempt, r.flow_id,
-                                          r.model, r.endpoint_host, r.prompt_tokens, r.completion_tokens,
-                                          r.total_tokens, r.cached_tokens, r.reasoning_tokens, r.cost, r.recorded_at,
-                                          r.recorded_at.astimezone(UTC).date()))
-            row = await (await c.execute(INSERT_NEW_USAGE)).fetchone()
-        return int(row["inserted"])
+        by_tenant: dict[str, list[dict[str, Any]]] = {}
+        for r in records:
+            by_tenant.setdefault(r.tenant_id, []).append(usage_row(r))
+        inserted = 0
+        for tenant, rows in by_tenant.items():
+            row = await self.db.call("SELECT tf_book(%s, %s) AS r", (tenant, Jsonb({"records": rows})))
+            inserted += int(row["r"]["inserted"])
+        return inserted
 
     async def list_for_run(self, tenant_id: str, run_id: str) -> builtins.list[UsageRecord]:
         async with self.db.transaction(tenant_id) as c:
@@ -330,36 +317,50 @@ class PostgresBudgetStore(BudgetStore):
                                          (tenant_id, period))).fetchone()
         return counters_of(row, tenant_id, period)
 
-    async def reserve(self, tenant_id: str, period: str, tokens: int, cost: Decimal, limit_tokens: int | None,
-                      limit_cost: Decimal | None) -> Reservation:
-        async with self.db.transaction() as c:
-            await c.execute("INSERT INTO budget_counters (tenant_id, period) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                            (tenant_id, period))
-            row = await (await c.execute(
-                "UPDATE budget_counters SET reserved_tokens = reserved_tokens + %(tokens)s, "
-                "reserved_cost = reserved_cost + %(cost)s WHERE tenant_id = %(tenant)s AND period = %(period)s "
-                "AND (%(limit_tokens)s::bigint IS NULL OR used_tokens + reserved_tokens + %(tokens)s "
-                "<= %(limit_tokens)s) AND (%(limit_cost)s::numeric IS NULL OR used_cost + reserved_cost + %(cost)s "
-                "<= %(limit_cost)s) RETURNING *",
-                {"tokens": tokens, "cost": cost, "tenant": tenant_id, "period": period, "limit_tokens": limit_tokens,
-                 "limit_cost": limit_cost})).fetchone()
-            if row is not None:
-                return Reservation(True, counters_of(row, tenant_id, period))
-            current = await (await c.execute("SELECT * FROM budget_counters WHERE tenant_id = %s AND period = %s",
-                                             (tenant_id, period))).fetchone()
-        return Reservation(False, counters_of(current, tenant_id, period))
 
-    async def settle(self, tenant_id: str, period: str, reserved_tokens: int, reserved_cost: Decimal, tokens: int,
-                     cost: Decimal) -> BudgetCounters:
-        async with self.db.transaction() as c:
-            await c.execute("INSERT INTO budget_counters (tenant_id, period) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                            (tenant_id, period))
-            row = await (await c.execute(
-                "UPDATE budget_counters SET reserved_tokens = greatest(reserved_tokens - %s, 0), "
-                "used_tokens = used_tokens + %s, reserved_cost = greatest(reserved_cost - %s, 0), "
-                "used_cost = used_cost + %s WHERE tenant_id = %s AND period = %s RETURNING *",
-                (reserved_tokens, tokens, reserved_cost, cost, tenant_id, period))).fetchone()
-        return counters_of(row, tenant_id, period)
+class PostgresBookkeeping(Bookkeeping):
+    """Each commit is one call of tf_book (migration 0003): one statement, one round trip."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def commit(self, batch: BookBatch) -> BookResult:
+        payload: dict[str, Any] = {"released": list(batch.released)}
+        if batch.create_run is not None:
+            payload["create_run"] = run_row(batch.create_run)
+        if batch.charges:
+            payload["records"] = [usage_row(r) for r in batch.charges]
+        if batch.reserve is not None:
+            lease = batch.reserve
+            payload["reserve"] = {"lease_id": lease.lease_id, "run_id": lease.run_id, "period": lease.period,
+                                  "tokens": lease.tokens, "cost": str(lease.cost),
+                                  "expires_at": time_text(lease.expires_at)}
+            limits = batch.limits
+            payload["limits"] = {
+                "tokens": limits.monthly_tokens if limits else None,
+                "cost": str(limits.monthly_cost) if limits and limits.monthly_cost is not None else None}
+        if batch.finish_run is not None:
+            payload["finish_run"] = run_row(batch.finish_run)
+        try:
+            row = await self.db.call("SELECT tf_book(%s, %s) AS r", (batch.tenant_id, Jsonb(payload)))
+        except errors.NoDataFound:
+            raise NotFound(f"run {batch.finish_run.run_id if batch.finish_run else '?'} not found") from None
+        result = row["r"]
+        counters = result.get("counters")
+        return BookResult(result.get("created"), result.get("reserved"), None if counters is None else BudgetCounters(
+            batch.tenant_id, counters["period"], int(counters["reserved_tokens"]), int(counters["used_tokens"]),
+            normalized(Decimal(str(counters["reserved_cost"]))), normalized(Decimal(str(counters["used_cost"])))))
+
+    async def leases(self, tenant_id: str) -> builtins.list[Lease]:
+        async with self.db.transaction(tenant_id) as c:
+            found = await (await c.execute("SELECT * FROM budget_leases WHERE tenant_id = %s ORDER BY lease_id",
+                                           (tenant_id,))).fetchall()
+        return [Lease(r["tenant_id"], r["lease_id"], r["run_id"], r["period"], int(r["tokens"]), normalized(r["cost"]),
+                      r["expires_at"]) for r in found]
+
+    async def release_expired(self, now: datetime, limit: int = 1000) -> int:
+        row = await self.db.call("SELECT tf_release_expired(%s, %s) AS n", (now, limit))
+        return int(row["n"])
 
 
 def counters_of(row: dict[str, Any] | None, tenant_id: str, period: str) -> BudgetCounters:

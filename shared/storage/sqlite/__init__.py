@@ -7,6 +7,7 @@ from shared.storage.ports import Stores
 from shared.storage.sqlite.database import SqliteDatabase
 from shared.storage.sqlite.members import SqliteTenantMemberStore
 from shared.storage.sqlite.stores import (
+    SqliteBookkeeping,
     SqliteBudgetStore,
     SqliteCredentialStore,
     SqliteHealth,
@@ -30,6 +31,7 @@ async def open_sqlite_stores(settings: Settings) -> Stores:
         usage=SqliteUsageLedger(db),
         usage_queries=SqliteUsageQueries(db),
         budgets=SqliteBudgetStore(db),
+        bookkeeping=SqliteBookkeeping(db),
         schedules=SqliteScheduleStore(db),
         replay=SqliteReplayGuard(db),
         health=SqliteHealth(db),

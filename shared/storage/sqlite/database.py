@@ -10,7 +10,27 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shared.storage.ports import StoreUnavailable
+
 T = TypeVar("T")
+
+
+def unavailable(path: Path, exc: sqlite3.Error) -> StoreUnavailable:
+    """One line naming the cause: read-only database, disk full, corrupt file, locked, or cannot be opened."""
+    text = str(exc).lower()
+    if "readonly" in text or "read-only" in text or "attempt to write" in text:
+        cause = "the database is read-only (check the file's and its folder's permissions)"
+    elif "disk is full" in text or "database or disk is full" in text or "disk i/o" in text:
+        cause = "the disk is full (or the database reached its size limit)"
+    elif "malformed" in text or "not a database" in text or "corrupt" in text:
+        cause = "the file is corrupt or not a SQLite database"
+    elif "locked" in text or "busy" in text:
+        cause = "the database is locked by another process"
+    elif "unable to open" in text:
+        cause = "the file cannot be opened (missing folder or permissions)"
+    else:
+        cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return StoreUnavailable(f"SQLite database {path}: {cause}")
 
 
 class SqliteDatabase:
@@ -33,7 +53,14 @@ class SqliteDatabase:
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, lambda: work(self.connect()))
+        try:
+            return await loop.run_in_executor(self.executor, lambda: work(self.connect()))
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise
+            raise unavailable(self.path, exc) from None
+        except OSError as exc:  # the folder cannot be created
+            raise StoreUnavailable(f"SQLite database {self.path}: {exc.strerror or type(exc).__name__}") from None
 
     async def transaction(self, work: Callable[[sqlite3.Connection], T], immediate: bool = False) -> T:
         """Runs `work` in one transaction; BEGIN IMMEDIATE takes the write lock up front (atomic across
@@ -44,7 +71,8 @@ class SqliteDatabase:
             try:
                 result = work(connection)
             except BaseException:
-                connection.execute("ROLLBACK")
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
                 raise
             connection.execute("COMMIT")
             return result

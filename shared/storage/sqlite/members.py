@@ -1,4 +1,4 @@
-"""SQLite adapter of TenantMemberStore (table tenant_members, migration 0002)."""
+"""SQLite adapter of TenantMemberStore (table tenant_members, migration 0003)."""
 
 from __future__ import annotations
 

@@ -9,10 +9,14 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from shared.storage.bookkeeping import BookState, plan, touched_periods
 from shared.storage.models import (
     ApiKey,
+    BookBatch,
+    BookResult,
     Budget,
     BudgetCounters,
+    Lease,
     RunRecord,
     Schedule,
     StoredCredential,
@@ -23,12 +27,12 @@ from shared.storage.models import (
 from shared.storage.ports import (
     GROUP_KEYS,
     AlreadyExists,
+    Bookkeeping,
     BudgetStore,
     CredentialStore,
     HealthCheck,
     NotFound,
     ReplayGuard,
-    Reservation,
     RunStore,
     ScheduleStore,
     TenantStore,
@@ -174,11 +178,7 @@ class SqliteRunStore(RunStore):
         self.db = db
 
     async def create(self, run: RunRecord) -> bool:
-        document = json.dumps(run_to_document(run))
-        return await self.db.run(lambda c: c.execute(
-            "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run.tenant_id, run.run_id, run.flow_id, run.flow_hash, run.trigger, run.status, document,
-             run.idempotency_key, time_text(run.created_at))).rowcount == 1)
+        return await self.db.run(lambda c: insert_run(c, run))
 
     async def get(self, tenant_id: str, run_id: str) -> RunRecord | None:
         found = await self.db.run(lambda c: rows(
@@ -202,14 +202,7 @@ class SqliteRunStore(RunStore):
         return await self.db.transaction(move, immediate=True)
 
     async def save(self, run: RunRecord) -> None:
-        document = json.dumps(run_to_document(run))
-
-        def write(c: sqlite3.Connection) -> None:
-            if c.execute("UPDATE runs SET status = ?, document = ?, flow_hash = ? WHERE tenant_id = ? AND run_id = ?",
-                         (run.status, document, run.flow_hash, run.tenant_id, run.run_id)).rowcount == 0:
-                raise NotFound(f"run {run.run_id} not found")
-
-        await self.db.run(write)
+        await self.db.run(lambda c: save_run(c, run))
 
     async def find_by_idempotency_key(self, tenant_id: str, key: str) -> RunRecord | None:
         found = await self.db.run(lambda c: rows(
@@ -229,23 +222,33 @@ class SqliteRunStore(RunStore):
         return stale_runs((run_from_document(json.loads(r["document"])) for r in found), started_before, limit)
 
 
+def insert_run(c: sqlite3.Connection, run: RunRecord) -> bool:
+    return c.execute("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (
+        run.tenant_id, run.run_id, run.flow_id, run.flow_hash, run.trigger, run.status,
+        json.dumps(run_to_document(run)), run.idempotency_key, time_text(run.created_at))).rowcount == 1
+
+
+def save_run(c: sqlite3.Connection, run: RunRecord) -> None:
+    if c.execute("UPDATE runs SET status = ?, document = ?, flow_hash = ? WHERE tenant_id = ? AND run_id = ?",
+                 (run.status, json.dumps(run_to_document(run)), run.flow_hash, run.tenant_id,
+                  run.run_id)).rowcount == 0:
+        raise NotFound(f"run {run.run_id} not found")
+
+
 class SqliteUsageLedger(UsageLedger):
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
 
     async def record(self, records: list[UsageRecord]) -> int:
-        values = [(r.tenant_id, r.run_id, r.step_id, r.iteration, r.attempt, r.flow_id, r.model, r.endpoint_host,
-                   r.prompt_tokens, r.completion_tokens, r.total_tokens, r.cached_tokens, r.reasoning_tokens,
-                   None if r.cost is None else str(r.cost), time_text(r.recorded_at),
-                   r.recorded_at.astimezone(UTC).date().isoformat()) for r in records]
+        by_tenant: dict[str, list[UsageRecord]] = {}
+        for r in records:
+            by_tenant.setdefault(r.tenant_id, []).append(r)
 
         def insert(c: sqlite3.Connection) -> int:
-            before = c.total_changes
-            c.executemany("INSERT OR IGNORE INTO usage_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                          values)
-            return c.total_changes - before
+            return sum(len(apply_book(c, BookBatch(tenant, charges=tuple(charges)))[1].records)
+                       for tenant, charges in by_tenant.items())
 
-        return await self.db.transaction(insert, immediate=True) if values else 0
+        return await self.db.transaction(insert, immediate=True) if records else 0
 
     async def list_for_run(self, tenant_id: str, run_id: str) -> builtins.list[UsageRecord]:
         found = await self.db.run(lambda c: rows(
@@ -305,26 +308,72 @@ class SqliteBudgetStore(BudgetStore):
     async def counters(self, tenant_id: str, period: str) -> BudgetCounters:
         return await self.db.run(lambda c: read_counters(c, tenant_id, period))
 
-    async def reserve(self, tenant_id: str, period: str, tokens: int, cost: Decimal, limit_tokens: int | None,
-                      limit_cost: Decimal | None) -> Reservation:
-        def attempt(c: sqlite3.Connection) -> Reservation:
-            now = read_counters(c, tenant_id, period)
-            after = now.with_reservation(tokens, cost, limit_tokens, limit_cost)
-            if after is None:
-                return Reservation(False, now)
-            write_counters(c, after)
-            return Reservation(True, after)
 
-        return await self.db.transaction(attempt, immediate=True)
+class SqliteBookkeeping(Bookkeeping):
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
 
-    async def settle(self, tenant_id: str, period: str, reserved_tokens: int, reserved_cost: Decimal, tokens: int,
-                     cost: Decimal) -> BudgetCounters:
-        def apply(c: sqlite3.Connection) -> BudgetCounters:
-            after = read_counters(c, tenant_id, period).settled(reserved_tokens, reserved_cost, tokens, cost)
-            write_counters(c, after)
-            return after
+    async def commit(self, batch: BookBatch) -> BookResult:
+        return (await self.db.transaction(lambda c: apply_book(c, batch), immediate=True))[0]
 
-        return await self.db.transaction(apply, immediate=True)
+    async def leases(self, tenant_id: str) -> builtins.list[Lease]:
+        found = await self.db.run(lambda c: rows(c, "SELECT * FROM budget_leases WHERE tenant_id = ? ORDER BY lease_id",
+                                                 (tenant_id,)))
+        return [lease_of(r) for r in found]
+
+    async def release_expired(self, now: datetime, limit: int = 1000) -> int:
+        def release(c: sqlite3.Connection) -> int:
+            expired = rows(c, "SELECT tenant_id, lease_id FROM budget_leases WHERE expires_at < ? ORDER BY expires_at "
+                              "LIMIT ?", (time_text(now), limit))
+            by_tenant: dict[str, list[str]] = {}
+            for r in expired:
+                by_tenant.setdefault(r["tenant_id"], []).append(r["lease_id"])
+            return sum(len(apply_book(c, BookBatch(tenant, released=tuple(ids)))[1].deleted_leases)
+                       for tenant, ids in by_tenant.items())
+
+        return await self.db.transaction(release, immediate=True)
+
+
+def apply_book(c: sqlite3.Connection, batch: BookBatch) -> tuple[BookResult, Any]:
+    """Applies a batch inside the caller's BEGIN IMMEDIATE transaction."""
+    tenant = batch.tenant_id
+    created = None
+    if batch.create_run is not None:
+        created = insert_run(c, batch.create_run)
+        if not created:
+            return BookResult(created=False), None
+    wanted = set(batch.released) | ({batch.reserve.lease_id} if batch.reserve else set())
+    held = [lease_of(r) for r in rows(c, "SELECT * FROM budget_leases WHERE tenant_id = ?", (tenant,))
+            if r["lease_id"] in wanted or (batch.finish_run is not None and r["run_id"] == batch.finish_run.run_id)]
+    recorded = {f"{r['run_id']}|{r['step_id']}|{r['iteration']}|{r['attempt']}" for r in rows(
+        c, "SELECT run_id, step_id, iteration, attempt FROM usage_records WHERE tenant_id = ? AND run_id IN "
+           f"({', '.join('?' * len({r.run_id for r in batch.charges}))})",
+        (tenant, *{r.run_id for r in batch.charges}))} if batch.charges else set()
+    state = BookState({p: read_counters(c, tenant, p) for p in touched_periods(batch, held)},
+                      {lease.lease_id: lease for lease in held}, recorded)
+    writes = plan(batch, state)
+    c.executemany("INSERT INTO usage_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        (r.tenant_id, r.run_id, r.step_id, r.iteration, r.attempt, r.flow_id, r.model, r.endpoint_host,
+         r.prompt_tokens, r.completion_tokens, r.total_tokens, r.cached_tokens, r.reasoning_tokens,
+         None if r.cost is None else str(r.cost), time_text(r.recorded_at),
+         r.recorded_at.astimezone(UTC).date().isoformat()) for r in writes.records])
+    c.executemany("DELETE FROM budget_leases WHERE tenant_id = ? AND lease_id = ?",
+                  [(tenant, lease.lease_id) for lease in writes.deleted_leases])
+    if writes.new_lease is not None:
+        lease = writes.new_lease
+        c.execute("INSERT INTO budget_leases VALUES (?, ?, ?, ?, ?, ?, ?)", (
+            tenant, lease.lease_id, lease.run_id, lease.period, lease.tokens, str(lease.cost),
+            time_text(lease.expires_at)))
+    for counters in writes.counters.values():
+        write_counters(c, counters)
+    if batch.finish_run is not None:
+        save_run(c, batch.finish_run)
+    return BookResult(created, writes.reserved, writes.reserve_counters), writes
+
+
+def lease_of(r: sqlite3.Row) -> Lease:
+    return Lease(r["tenant_id"], r["lease_id"], r["run_id"], r["period"], r["tokens"], Decimal(r["cost"]),
+                 parse_required_time(r["expires_at"]))
 
 
 def read_counters(c: sqlite3.Connection, tenant_id: str, period: str) -> BudgetCounters:

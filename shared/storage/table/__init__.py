@@ -10,6 +10,7 @@ async def open_table_stores(settings: Settings) -> Stores:
     from shared.storage.table.client import TableClients
     from shared.storage.table.members import TableTenantMemberStore
     from shared.storage.table.stores import (
+        TableBookkeeping,
         TableBudgetStore,
         TableCredentialStore,
         TableHealth,
@@ -24,14 +25,17 @@ async def open_table_stores(settings: Settings) -> Stores:
     assert settings.table_connection is not None  # Settings.from_env guarantees it for this store
     tables = TableClients(settings.table_connection.reveal(), settings.table_prefix)
     await tables.open()
+    runs = TableRunStore(tables)
+    bookkeeping = TableBookkeeping(tables, runs)
     return Stores(
         backend="table",
         tenants=TableTenantStore(tables),
         credentials=TableCredentialStore(tables),
-        runs=TableRunStore(tables),
-        usage=TableUsageLedger(tables),
+        runs=runs,
+        usage=TableUsageLedger(tables, bookkeeping),
         usage_queries=TableUsageQueries(tables),
         budgets=TableBudgetStore(tables),
+        bookkeeping=bookkeeping,
         schedules=TableScheduleStore(tables),
         replay=TableReplayGuard(tables),
         health=TableHealth(tables),

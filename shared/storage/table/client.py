@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
+
+from shared.storage.ports import StoreUnavailable
 
 FORBIDDEN_KEY_CHARS = set('/\\#?%')
 CHUNK = 30_000  # characters per string property (a property holds at most 64 KiB = 32K UTF-16 units)
-TABLES = ("tenants", "apikeys", "credentials", "runs", "runids", "usage", "budgets", "counters", "schedules",
+TABLES = ("tenants", "apikeys", "credentials", "runs", "runids", "usage", "budgets", "schedules",
           "replay", "members")
 
 
@@ -34,6 +38,54 @@ def get_json(entity: Any, name: str) -> Any:
     return json.loads(text)
 
 
+def outage(exc: BaseException, endpoint: str) -> StoreUnavailable | None:
+    """A StoreUnavailable for errors that mean the service cannot be used now (unreachable, 5xx), else None."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+        return StoreUnavailable(f"Azure Table storage at {endpoint} is unreachable")
+    if isinstance(exc, HttpResponseError) and (exc.status_code or 0) >= 500:
+        return StoreUnavailable(f"Azure Table storage at {endpoint} answered HTTP {exc.status_code}")
+    return None
+
+
+class GuardedTable:
+    """A TableClient whose calls raise StoreUnavailable when the service cannot be used (other errors, such as
+    ResourceNotFoundError or a failed transaction, pass through unchanged)."""
+
+    def __init__(self, client: Any, endpoint: str) -> None:
+        self.client = client
+        self.endpoint = endpoint
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.client, name)
+        if name in ("list_entities", "query_entities"):
+            return lambda *args, **kwargs: self.guard_pages(attribute(*args, **kwargs))
+        if not callable(attribute):
+            return attribute
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await attribute(*args, **kwargs)
+            except Exception as exc:
+                translated = outage(exc, self.endpoint)
+                if translated is None:
+                    raise
+                raise translated from None
+
+        return guarded
+
+    async def guard_pages(self, pages: Any) -> AsyncIterator[Any]:
+        try:
+            async for entity in pages:
+                yield entity
+        except Exception as exc:
+            translated = outage(exc, self.endpoint)
+            if translated is None:
+                raise
+            raise translated from None
+
+
 class TableClients:
     def __init__(self, connection: str, prefix: str) -> None:
         self.connection = connection
@@ -52,15 +104,33 @@ class TableClients:
             self.service = TableServiceClient(endpoint=self.connection, credential=self.credential)
         else:
             self.service = TableServiceClient.from_connection_string(self.connection)
-        for name in TABLES:
-            self.tables[name] = await self.service.create_table_if_not_exists(self.prefix + name)
+        endpoint = self.endpoint()
+        try:
+            for name in TABLES:
+                client = await self.service.create_table_if_not_exists(self.prefix + name)
+                self.tables[name] = GuardedTable(client, endpoint)
+        except Exception as exc:
+            translated = outage(exc, endpoint)
+            if translated is None:
+                raise
+            await self.close()
+            raise translated from None
+
+    def endpoint(self) -> str:
+        """host:port of the table service, for messages (never the account key)."""
+        if self.connection.startswith("https://"):
+            return urlsplit(self.connection).netloc
+        parts = dict(p.split("=", 1) for p in self.connection.split(";") if "=" in p)
+        url = parts.get("TableEndpoint") or f"{parts.get('AccountName', '?')}.table.core.windows.net"
+        return urlsplit(url).netloc or url
 
     def __getitem__(self, name: str) -> Any:
         return self.tables[name]
 
     async def close(self) -> None:
         for table in self.tables.values():
-            await table.close()
+            await table.client.close()
+        self.tables.clear()
         if self.service is not None:
             await self.service.close()
         if self.credential is not None:

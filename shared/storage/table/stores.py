@@ -15,28 +15,34 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError, UpdateMode
 
+from shared.storage.bookkeeping import BookState, plan, touched_periods
 from shared.storage.models import (
     ApiKey,
+    BookBatch,
+    BookResult,
     Budget,
     BudgetCounters,
+    Lease,
     RunRecord,
     Schedule,
     StoredCredential,
     Tenant,
     UsageRecord,
     UsageRow,
+    period_of,
 )
 from shared.storage.ports import (
     GROUP_KEYS,
     AlreadyExists,
+    Bookkeeping,
     BudgetStore,
     CredentialStore,
     HealthCheck,
     NotFound,
     ReplayGuard,
-    Reservation,
     RunStore,
     ScheduleStore,
+    StoreUnavailable,
     TenantStore,
     UsageLedger,
     UsageQueries,
@@ -300,42 +306,28 @@ def usage_of(e: Any) -> UsageRecord:
 
 
 class TableUsageLedger(UsageLedger):
-    """Entity group transactions of ≤ 100 creates per partition; a batch that hits an existing key falls back
-    to one create per record, so replays are skipped and counted out."""
+    """Per tenant, in entity group transactions of at most BATCH records with their counters (Bookkeeping)."""
 
-    def __init__(self, tables: TableClients) -> None:
+    def __init__(self, tables: TableClients, bookkeeping: TableBookkeeping) -> None:
         self.tables = tables
+        self.bookkeeping = bookkeeping
 
     async def record(self, records: list[UsageRecord]) -> int:
-        by_partition: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        groups: dict[tuple[str, str], dict[str, UsageRecord]] = defaultdict(dict)  # (tenant, period): one counter
         for r in records:
-            entity = usage_entity(r)
-            by_partition[entity["PartitionKey"]].setdefault(entity["RowKey"], entity)
-        table = self.tables["usage"]
+            groups[r.tenant_id, period_of(r.recorded_at)].setdefault(r.key, r)
         inserted = 0
-        for entities in by_partition.values():
-            values = list(entities.values())
-            for start in range(0, len(values), BATCH):
-                batch = values[start:start + BATCH]
-                try:
-                    await table.submit_transaction([("create", e) for e in batch])
-                    inserted += len(batch)
-                except TableTransactionError:
-                    inserted += await self.one_by_one(batch)
-        return inserted
-
-    async def one_by_one(self, batch: list[dict[str, Any]]) -> int:
-        inserted = 0
-        for entity in batch:
-            try:
-                await self.tables["usage"].create_entity(entity)
-                inserted += 1
-            except ResourceExistsError:
-                continue
+        for (tenant, _), unique in groups.items():
+            values = list(unique.values())
+            chunk = BATCH - 1  # and the period's counter
+            for start in range(0, len(values), chunk):
+                writes = await self.bookkeeping.apply(BookBatch(tenant, charges=tuple(values[start:start + chunk])))
+                inserted += len(writes.records)
         return inserted
 
     async def list_for_run(self, tenant_id: str, run_id: str) -> builtins.list[UsageRecord]:
-        found = await query(self.tables["usage"], "PartitionKey eq @p and run_id eq @r", p=key(tenant_id), r=run_id)
+        found = await query(self.tables["usage"], "PartitionKey eq @p and RowKey lt '~' and run_id eq @r",
+                            p=key(tenant_id), r=run_id)
         return sorted((usage_of(e) for e in found), key=lambda r: (r.recorded_at, r.step_id, r.iteration, r.attempt))
 
 
@@ -350,7 +342,7 @@ class TableUsageQueries(UsageQueries):
                         group_by: str) -> builtins.list[UsageRow]:
         if group_by not in GROUP_KEYS:
             raise ValueError(f"group_by must be one of {', '.join(GROUP_KEYS)}")
-        clauses, params = [], {}
+        clauses, params = ["RowKey lt '~'"], {}  # '~…' rows are the partition's counters and leases
         if tenant_id is not None:
             clauses.append("PartitionKey eq @p")
             params["p"] = key(tenant_id)
@@ -392,46 +384,104 @@ class TableBudgetStore(BudgetStore):
         return Budget(tenant_id, None if tokens is None else int(tokens), decimal_or_none(entity.get("monthly_cost")))
 
     async def counters(self, tenant_id: str, period: str) -> BudgetCounters:
-        return counters_of(await get_entity(self.tables["counters"], key(tenant_id), period), tenant_id, period)
+        return counters_of(await get_entity(self.tables["usage"], key(tenant_id), COUNTER + period), tenant_id, period)
 
-    async def change(self, tenant_id: str, period: str, decide: Any) -> Any:
-        """Read → decide → conditional write, retried on ETag conflicts: atomic across processes."""
-        table = self.tables["counters"]
+
+COUNTER, LEASE = "~counter~", "~lease~"  # RowKeys of the budget rows kept in each tenant's usage partition
+
+
+class TableBookkeeping(Bookkeeping):
+    """Ledger records, budget counters and leases share the tenant's partition of the usage table, so one entity
+    group transaction moves them together; the counters carry ETags (optimistic concurrency, retried on
+    conflict). Table storage has no transaction across tables: a run is created before, and saved after, that
+    transaction."""
+
+    def __init__(self, tables: TableClients, runs: TableRunStore) -> None:
+        self.tables = tables
+        self.runs = runs
+
+    async def commit(self, batch: BookBatch) -> BookResult:
+        if batch.create_run is not None and not await self.runs.create(batch.create_run):
+            return BookResult(created=False)
+        result = await self.apply(batch)
+        if batch.finish_run is not None:
+            await self.runs.save(batch.finish_run)
+        return BookResult(True if batch.create_run is not None else None, result.reserved, result.reserve_counters)
+
+    async def apply(self, batch: BookBatch) -> Any:
+        """Charges, releases and the reservation: read → plan → one conditional transaction, retried."""
+        table = self.tables["usage"]
+        partition = key(batch.tenant_id)
+        assume_new = True  # the run path's records are new: read them only after a transaction says otherwise
         for attempt in range(CONFLICT_RETRIES):
-            entity = await get_entity(table, key(tenant_id), period)
-            current = counters_of(entity, tenant_id, period)
-            after, result = decide(current)
-            if after is None:
-                return result
-            values = {"PartitionKey": key(tenant_id), "RowKey": period, "reserved_tokens": after.reserved_tokens,
-                      "used_tokens": after.used_tokens, "reserved_cost": str(after.reserved_cost),
-                      "used_cost": str(after.used_cost)}
+            wanted = set(batch.released) | ({batch.reserve.lease_id} if batch.reserve else set())
+            held_entities = [e for e in [await get_entity(table, partition, LEASE + key(i)) for i in sorted(wanted)]
+                             if e is not None]
+            if batch.finish_run is not None:
+                held_entities += await query(table, "PartitionKey eq @p and RowKey ge @lo and RowKey lt @hi and "
+                                                    "lease_run eq @r", p=partition, lo=LEASE, hi=LEASE + "~",
+                                             r=batch.finish_run.run_id)
+            leases = {lease_of(e).lease_id: (lease_of(e), e) for e in held_entities}
+            recorded = set() if assume_new else {
+                r.key for r in batch.charges if await get_entity(table, partition, key(r.key)) is not None}
+            periods = touched_periods(batch, [lease for lease, _ in leases.values()])
+            counter_entities = {p: await get_entity(table, partition, COUNTER + p) for p in sorted(periods)}
+            state = BookState({p: counters_of(e, batch.tenant_id, p) for p, e in counter_entities.items()},
+                              {i: lease for i, (lease, _) in leases.items()}, recorded)
+            writes = plan(batch, state)
+            operations: list[Any] = [("create", usage_entity(r)) for r in writes.records]
+            operations += [("delete", leases[lease.lease_id][1], {"etag": leases[lease.lease_id][1].metadata["etag"],
+                                                                  "match_condition": MatchConditions.IfNotModified})
+                           for lease in writes.deleted_leases]
+            if writes.new_lease is not None:
+                operations.append(("create", lease_entity(writes.new_lease)))
+            for period, counters in writes.counters.items():
+                values = counter_entity(counters)
+                entity = counter_entities.get(period)
+                operations.append(("create", values) if entity is None else (
+                    "update", values, {"mode": UpdateMode.REPLACE, "etag": entity.metadata["etag"],
+                                       "match_condition": MatchConditions.IfNotModified}))
             try:
-                if entity is None:
-                    await table.create_entity(values)
-                else:
-                    await table.update_entity(values, mode=UpdateMode.REPLACE, etag=entity.metadata["etag"],
-                                              match_condition=MatchConditions.IfNotModified)
-                return result
-            except (ResourceExistsError, ResourceModifiedError):
+                if operations:
+                    await table.submit_transaction(operations)
+                return writes
+            except TableTransactionError:
+                assume_new = False  # a record that exists, or a counter or lease another writer moved: re-read
                 await backoff(attempt)
-        raise RuntimeError(f"budget counters of tenant {tenant_id} kept conflicting")
+        raise StoreUnavailable(f"the budget counters of tenant {batch.tenant_id} kept conflicting; retry later")
 
-    async def reserve(self, tenant_id: str, period: str, tokens: int, cost: Decimal, limit_tokens: int | None,
-                      limit_cost: Decimal | None) -> Reservation:
-        def decide(now: BudgetCounters) -> tuple[BudgetCounters | None, Reservation]:
-            after = now.with_reservation(tokens, cost, limit_tokens, limit_cost)
-            return after, Reservation(after is not None, after or now)
+    async def leases(self, tenant_id: str) -> builtins.list[Lease]:
+        found = await query(self.tables["usage"], "PartitionKey eq @p and RowKey ge @lo and RowKey lt @hi",
+                            p=key(tenant_id), lo=LEASE, hi=LEASE + "~")
+        return sorted((lease_of(e) for e in found), key=lambda lease: lease.lease_id)
 
-        return await self.change(tenant_id, period, decide)
+    async def release_expired(self, now: datetime, limit: int = 1000) -> int:
+        found = await query(self.tables["usage"], "RowKey ge @lo and RowKey lt @hi and expires_at lt @now",
+                            lo=LEASE, hi=LEASE + "~", now=time_text(now))
+        by_tenant: dict[str, list[str]] = defaultdict(list)
+        for entity in found[:limit]:
+            lease = lease_of(entity)
+            by_tenant[lease.tenant_id].append(lease.lease_id)
+        released = 0
+        for tenant, ids in by_tenant.items():
+            released += len((await self.apply(BookBatch(tenant, released=tuple(ids)))).deleted_leases)
+        return released
 
-    async def settle(self, tenant_id: str, period: str, reserved_tokens: int, reserved_cost: Decimal, tokens: int,
-                     cost: Decimal) -> BudgetCounters:
-        def decide(now: BudgetCounters) -> tuple[BudgetCounters, BudgetCounters]:
-            after = now.settled(reserved_tokens, reserved_cost, tokens, cost)
-            return after, after
 
-        return await self.change(tenant_id, period, decide)
+def counter_entity(c: BudgetCounters) -> dict[str, Any]:
+    return {"PartitionKey": key(c.tenant_id), "RowKey": COUNTER + c.period, "reserved_tokens": c.reserved_tokens,
+            "used_tokens": c.used_tokens, "reserved_cost": str(c.reserved_cost), "used_cost": str(c.used_cost)}
+
+
+def lease_entity(lease: Lease) -> dict[str, Any]:
+    return {"PartitionKey": key(lease.tenant_id), "RowKey": LEASE + key(lease.lease_id), "tenant_id": lease.tenant_id,
+            "lease_id": lease.lease_id, "lease_run": lease.run_id, "period": lease.period, "tokens": lease.tokens,
+            "cost": str(lease.cost), "expires_at": time_text(lease.expires_at)}
+
+
+def lease_of(e: Any) -> Lease:
+    return Lease(e["tenant_id"], e["lease_id"], e["lease_run"], e["period"], int(e["tokens"]), Decimal(e["cost"]),
+                 parse_required_time(e["expires_at"]))
 
 
 def counters_of(entity: Any, tenant_id: str, period: str) -> BudgetCounters:
