@@ -129,6 +129,27 @@ def dashboard_url(base_url: str, token: str) -> str:
     return f"{base}/api/dashboard?token={quote(token, safe='.-_')}"
 
 
+# --- the cookie a link is traded for -------------------------------------------------------------------------------
+COOKIE_NAME = "tf_dashboard"
+
+
+def session_cookie(token: str, scope: DashboardScope, now: datetime, secure: bool) -> str:
+    """The `Set-Cookie` value that keeps a verified link's token after the redirect to the clean URL: HttpOnly,
+    SameSite=Strict, Secure on https, limited to /api, expiring with the link."""
+    max_age = max(int((scope.expires_at - now).total_seconds()), 0) if scope.expires_at else 0
+    return (f"{COOKIE_NAME}={token}; Path=/api; Max-Age={max_age}; HttpOnly; SameSite=Strict"
+            + ("; Secure" if secure else ""))
+
+
+def token_from_cookies(cookie_header: str | None) -> str | None:
+    """The dashboard token in a request's `Cookie` header, if any."""
+    for part in (cookie_header or "").split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name == COOKIE_NAME and value:
+            return value
+    return None
+
+
 # --- Easy Auth -----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ClientPrincipal:

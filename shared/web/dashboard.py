@@ -304,3 +304,15 @@ def view_from_summaries(*, title: str, start: date, end: date, totals: dict[str,
         exports=export_links(export_path, start, end, tuple(key for key, _ in tables),
                              export_query.get("tenant")),
     )
+
+
+def render_unauthorized(reason: str) -> str:
+    """The HTML 401 page for a browser whose link is expired, tampered or missing (`reason` is shown escaped)."""
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"><title>Tenantflow — sign-in needed</title>'
+        '<style>body{font:16px/1.5 system-ui,sans-serif;margin:0;background:#f5f7fb;color:#1d2433}'
+        'main{max-width:560px;margin:12vh auto;padding:24px;background:#fff;border-radius:10px;'
+        'box-shadow:0 1px 3px rgba(0,0,0,.08)}h1{font-size:20px;margin:0 0 8px}</style></head>'
+        f'<body><main data-page="unauthorized"><h1>This dashboard link does not work</h1><p>{escape(reason)}.</p>'
+        '<p>Ask for a new link (<code>tenantflow dashboard-link TENANT</code>).</p></main></body></html>\n')

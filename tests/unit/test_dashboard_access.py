@@ -101,3 +101,22 @@ def test_easy_auth_principal_and_operator_role():
                                     base64.b64encode(b'{"claims": "x"}').decode(), "e" * 20000])
 def test_malformed_principal_headers_are_ignored(header):
     assert parse_client_principal(header) is None
+
+
+def test_the_cookie_a_link_is_traded_for():
+    from shared.services.dashboard_access import session_cookie, token_from_cookies
+
+    token = sign_dashboard_token(KEY, "contoso", False, NOW + timedelta(hours=1))
+    scope = verify_dashboard_token(token, [KEY], NOW)
+    cookie = session_cookie(token, scope, NOW, secure=True)
+    assert cookie == f"tf_dashboard={token}; Path=/api; Max-Age=3600; HttpOnly; SameSite=Strict; Secure"
+    assert "Secure" not in session_cookie(token, scope, NOW, secure=False)
+    assert token_from_cookies(f"other=1; tf_dashboard={token}; x=y") == token
+    assert token_from_cookies("other=1") is None and token_from_cookies(None) is None
+
+
+def test_the_unauthorized_page_escapes_the_reason():
+    from shared.web.dashboard import render_unauthorized
+
+    page = render_unauthorized('the dashboard link expired <b>"now"</b>')
+    assert 'data-page="unauthorized"' in page and "&lt;b&gt;&quot;now&quot;&lt;/b&gt;" in page and "<b>" not in page
