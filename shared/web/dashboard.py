@@ -12,6 +12,8 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
+from shared.storage.models import RunRecord
+
 CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "CNY": "¥", "INR": "₹", "KRW": "₩"}
 ZERO_DECIMAL_CURRENCIES = frozenset({"JPY", "KRW"})
 
@@ -110,6 +112,19 @@ class DashboardView:
     selected_run: RunView | None = None  # the drill-down, when the page was asked for one run
     exports: tuple[ExportLink, ...] = ()
     page_path: str = "/api/dashboard"  # where the date-range form sends its GET
+
+
+def run_view(run: RunRecord, href: str | None = None) -> RunView:
+    """A stored run as the page shows it (recent runs and the drill-down)."""
+    usage = run.usage or {}
+    duration = ((run.finished_at - run.started_at).total_seconds() * 1000
+                if run.started_at and run.finished_at else None)
+    return RunView(
+        run.run_id, run.flow_id, run.status, run.tenant_id, run.trigger, run.started_at or run.created_at, duration,
+        int(usage.get("total_tokens") or 0), decimal_or_none(usage.get("cost")), run.error,
+        tuple(StepView(s.id, s.kind, s.status, s.duration_ms, (s.usage or {}).get("total_tokens"), s.error,
+                       s.iteration or 0) for s in run.steps),
+        href)
 
 
 def fill_days(start: date, end: date, rows: list[DayUsage]) -> tuple[DayUsage, ...]:

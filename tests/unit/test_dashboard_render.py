@@ -174,3 +174,21 @@ def test_the_price_file_names_the_currency(tmp_path):
     (tmp_path / "bad.yaml").write_text("currency: euro\nmodels: {}\n")
     with pytest.raises(PriceFileError, match="bad.yaml: currency: must be a 3-letter ISO 4217 code"):
         PriceBook.load(tmp_path / "bad.yaml")
+
+
+def test_a_stored_run_becomes_a_run_view():
+    from shared.storage.models import RunRecord, StepRecord
+    from shared.web.dashboard import run_view
+
+    started = datetime(2026, 11, 5, 9, 30, tzinfo=UTC)
+    step = StepRecord("classify", "chat_completion", "failed", 12.5, {"total_tokens": 40}, "boom", 2)
+    record = RunRecord("r1", "contoso", "triage-batch", "h", "queue", "failed", error="step classify: boom",
+                       steps=[step], usage={"total_tokens": 40, "cost": "0.000012"}, started_at=started,
+                       finished_at=started.replace(second=2))
+    view = run_view(record, href="/api/dashboard?run=r1")
+    assert (view.run_id, view.flow, view.status, view.tenant, view.total_tokens) == (
+        "r1", "triage-batch", "failed", "contoso", 40)
+    assert view.cost == Decimal("0.000012") and view.duration_ms == 2000.0
+    assert view.steps == (StepView("classify", "chat_completion", "failed", 12.5, 40, "boom", 2),)
+    html = render_dashboard(sample_view(recent_runs=(view,)))
+    assert 'data-step="classify"' in html and "classify [2]" in html and "$" not in html
