@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.services.catalog import FlowCatalog
-from shared.services.cron import CronError, CronSchedule, cron_schedule
+from shared.services.cron import CronError, cron_schedule
 from shared.services.run_queue import RunQueue
 from shared.services.runs import RunService
 from shared.storage.models import Schedule
@@ -42,7 +42,7 @@ class ScheduleService:
 
     async def add(self, tenant_id: str, flow_ref: str, cron: str, inputs: dict[str, Any]) -> Schedule:
         try:
-            CronSchedule.parse(cron)
+            cron_schedule(cron)
         except CronError as exc:
             raise ScheduleError(f"--cron {cron!r}: {exc}") from None
         await self.runs.active_tenant(tenant_id)

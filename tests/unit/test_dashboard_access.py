@@ -120,3 +120,12 @@ def test_the_unauthorized_page_escapes_the_reason():
 
     page = render_unauthorized('the dashboard link expired <b>"now"</b>')
     assert 'data-page="unauthorized"' in page and "&lt;b&gt;&quot;now&quot;&lt;/b&gt;" in page and "<b>" not in page
+
+
+def test_trust_easy_auth_setting():
+    from shared.settings import Settings, SettingsError
+
+    assert Settings.from_env({}).trust_easy_auth is False
+    assert Settings.from_env({"TENANTFLOW_TRUST_EASY_AUTH": "TRUE"}).trust_easy_auth is True
+    with pytest.raises(SettingsError, match="TENANTFLOW_TRUST_EASY_AUTH: must be true or false, got 'yes'"):
+        Settings.from_env({"TENANTFLOW_TRUST_EASY_AUTH": "yes"})
