@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import os
@@ -34,6 +35,48 @@ def parse_pairs(pairs: list[str] | None, flag: str = "--input") -> dict[str, str
             raise CliError(f"{flag} {pair!r}: expected key=value")
         result[key] = value
     return result
+
+
+def print_json(value: Any) -> None:
+    """Machine-readable output: one JSON document, ending with a newline (dates as ISO strings)."""
+    print(json.dumps(value, indent=2, ensure_ascii=False, default=json_default))
+
+
+def json_default(value: Any) -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+class Progress:
+    """`label: N done` on stderr, rewritten in place — only when stderr is a terminal (never in logs or pipes)."""
+
+    def __init__(self, label: str, stream: Any = None) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.active = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.count = 0
+
+    def update(self, done: int, total: int | None = None) -> None:
+        self.count = done
+        if self.active:
+            self.stream.write(f"\r{self.label}: {done}" + (f"/{total}" if total is not None else "") + " done")
+            self.stream.flush()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.active and self.count:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tenantflow")
+    except PackageNotFoundError:  # running from a checkout that was never `pip install -e .`-ed
+        return "unknown"
 
 
 # --- commands ----------------------------------------------------------------------------------------------------
@@ -88,7 +131,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
             inputs = {**json.loads(args.inputs_json), **inputs}
         except json.JSONDecodeError as exc:
             raise CliError(f"--inputs-json: not JSON: {exc.msg}") from None
-    async with services() as svc:
+    async with services(args) as svc:
         flow = svc.catalog.load_reference(args.flow)  # an id or a path (the CLI alone may name a path)
         if svc.settings.store == "sqlite" and await svc.stores.tenants.get(args.tenant) is None:
             # the embedded local store only: a developer's first run needs no set-up; server stores stay strict
@@ -118,14 +161,18 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def cmd_tenants(args: argparse.Namespace) -> int:
-    async with services() as svc:
+    async with services(args) as svc:
         if args.tenants_command == "add":
             created = await svc.tenants.add(args.tenant, args.name)
             print(f"tenant {created.tenant.id} added ({created.tenant.name})")
             print("API key (shown once; store it now):")
             print(created.api_key.reveal())
         elif args.tenants_command == "list":
-            for tenant in await svc.tenants.list():
+            tenants = await svc.tenants.list()
+            if args.json:
+                print_json([{"id": t.id, "name": t.name, "status": t.status, "created_at": t.created_at}
+                            for t in tenants])
+            for tenant in [] if args.json else tenants:
                 print(f"{tenant.id:<24} {tenant.status:<10} {tenant.name}")
         elif args.tenants_command == "suspend":
             await svc.tenants.suspend(args.tenant)
@@ -137,6 +184,8 @@ async def cmd_tenants(args: argparse.Namespace) -> int:
             secret = await (svc.tenants.rotate_webhook_secret(args.tenant) if args.rotate
                             else svc.tenants.webhook_secret(args.tenant))
             print(secret.reveal())
+        elif args.tenants_command == "members":
+            await tenant_members(svc, args)
         elif args.tenants_command == "keys":
             if args.keys_command == "create":
                 key_id, key = await svc.tenants.create_key(args.tenant)
@@ -147,16 +196,39 @@ async def cmd_tenants(args: argparse.Namespace) -> int:
                     raise CliError(f"tenant {args.tenant} has no key {args.key_id}")
                 print(f"key {args.key_id} revoked")
             else:
-                for key in await svc.stores.tenants.list_api_keys(args.tenant):
+                keys = await svc.stores.tenants.list_api_keys(args.tenant)
+                if args.json:
+                    print_json([{"key_id": k.key_id, "status": "revoked" if k.revoked_at else "active",
+                                 "created_at": k.created_at, "revoked_at": k.revoked_at} for k in keys])
+                for key in [] if args.json else keys:
                     state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
                     print(f"{key.key_id}  {state}  created {key.created_at:%Y-%m-%d %H:%M}")
     return EXIT_OK
 
 
+async def tenant_members(svc: Any, args: argparse.Namespace) -> None:
+    from shared.services.members import TenantMembers
+
+    members = TenantMembers(svc.stores.tenants, svc.stores.members)
+    if args.members_command == "add":
+        added = await members.add(args.tenant, args.principal)
+        print(f"{args.principal} {'added to' if added else 'was already a member of'} tenant {args.tenant}")
+    elif args.members_command == "remove":
+        if not await members.remove(args.tenant, args.principal):
+            raise CliError(f"tenant {args.tenant} has no member {args.principal}")
+        print(f"{args.principal} removed from tenant {args.tenant}")
+    else:
+        principals = await members.list(args.tenant)
+        if args.json:
+            print_json(principals)
+        for principal in [] if args.json else principals:
+            print(principal)
+
+
 async def cmd_credentials(args: argparse.Namespace) -> int:
     from shared.secret import Secret
 
-    async with services() as svc:
+    async with services(args) as svc:
         if args.credentials_command == "set":
             api_key = None
             if args.api_key_stdin:
@@ -179,7 +251,7 @@ async def cmd_credentials(args: argparse.Namespace) -> int:
         elif args.credentials_command == "list":
             rows = [view.to_dict() for view in await svc.credentials.list(args.tenant)]
             if args.json:
-                print(json.dumps(rows, indent=2, default=str))
+                print_json(rows)
             for row in [] if args.json else rows:
                 print(f"{row['name']:<20} {row['kind']:<13} {row.get('endpoint') or '-':<45} auth={row['auth']} "
                       f"api_key={row.get('api_key') or '-'} v{row['version']}")
@@ -187,9 +259,13 @@ async def cmd_credentials(args: argparse.Namespace) -> int:
             if not await svc.credentials.delete(args.tenant, args.name):
                 raise CliError(f"tenant {args.tenant}: no credential {args.name}")
             print(f"credential {args.name} deleted for tenant {args.tenant}")
+        elif args.credentials_command == "test":
+            return await test_credential(svc, args)
         elif args.credentials_command == "rotate-key":
-            report = await svc.credentials.rotate_key()
-            webhooks = await svc.tenants.rotate_key()
+            with Progress("re-encrypting credentials") as progress:
+                report = await svc.credentials.rotate_key(progress=progress.update)
+            with Progress("checking webhook secrets") as progress:
+                webhooks = await svc.tenants.rotate_key(progress=progress.update)
             print(f"re-encrypted {report.rotated} credentials and {webhooks.rotated} webhook secrets under the "
                   f"current key; {report.remaining + webhooks.remaining} remaining")
             for name in report.unreadable:
@@ -246,14 +322,43 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def test_credential(svc: Any, args: argparse.Namespace) -> int:
+    """`credentials test T NAME`: a 1-token call through the real model port, one attempt, bounded by --timeout."""
+    from shared.connections.openai_model import OpenAIModelPort
+    from shared.services.credential_check import check_credential
+    from shared.telemetry import TracedModelPort, telemetry_configured
+
+    importlib.import_module("openai")  # loaded before the clock starts: the latency is the call's, not the import's
+    port = OpenAIModelPort(svc.endpoints, max_attempts=1, timeout=args.timeout)
+    traced = TracedModelPort(port) if telemetry_configured() else port
+    try:
+        check = await check_credential(svc.credentials, traced, args.tenant, args.name, args.model)
+    finally:
+        await port.close()
+    if args.json:
+        print_json(check.to_dict())
+    else:
+        def yes_no(value: bool | None) -> str:
+            return "not tried" if value is None else ("yes" if value else "no")
+
+        latency = f"{check.latency_ms} ms" if check.latency_ms is not None else "-"
+        print(f"credential {check.credential} of tenant {check.tenant} at {check.endpoint_host or '-'} "
+              f"(deployment {check.model}): {'ok' if check.ok else 'FAILED'}")
+        print(f"  reachable: {yes_no(check.reachable)}  authenticated: {yes_no(check.authenticated)}  "
+              f"latency: {latency}")
+        print(f"  {'reason: ' + (check.code or '') + ': ' if not check.ok else ''}{check.reason}",
+              file=sys.stdout if check.ok else sys.stderr)
+    return EXIT_OK if check.ok else EXIT_RUN_FAILED
+
+
 async def cmd_usage(args: argparse.Namespace) -> int:
     from shared.services.usage import UsageQuery, to_csv
 
     query = UsageQuery.parse(args.tenant, args.from_day, args.to_day, args.group_by)
-    async with services() as svc:
+    async with services(args) as svc:
         summary = await svc.usage.summary(query)
-    if args.format == "json":
-        print(json.dumps(summary, indent=2))
+    if args.format == "json" or args.json:
+        print_json(summary)
     elif args.format == "csv":
         print(to_csv(summary), end="")
     else:
@@ -266,7 +371,7 @@ async def cmd_usage(args: argparse.Namespace) -> int:
 
 
 async def cmd_budgets(args: argparse.Namespace) -> int:
-    async with services() as svc:
+    async with services(args) as svc:
         if args.budgets_command == "set":
             await svc.runs.active_tenant(args.tenant)
             if args.monthly_tokens is None and args.monthly_cost is None:
@@ -274,7 +379,7 @@ async def cmd_budgets(args: argparse.Namespace) -> int:
             await svc.usage.set_budget(args.tenant, args.monthly_tokens, args.monthly_cost)
         status = await svc.usage.budget_status(args.tenant)
     if getattr(args, "json", False):
-        print(json.dumps(status, indent=2))
+        print_json(status)
         return EXIT_OK
     print(f"tenant {status['tenant']}  period {status['period']}  resets {status['reset']}")
     print(f"  tokens: {status['used_tokens']} used + {status['reserved_tokens']} reserved of "
@@ -285,13 +390,17 @@ async def cmd_budgets(args: argparse.Namespace) -> int:
 
 
 async def cmd_schedules(args: argparse.Namespace) -> int:
-    async with services() as svc:
+    async with services(args) as svc:
         if args.schedules_command == "add":
             schedule = await svc.schedules.add(args.tenant, args.flow, args.cron, parse_pairs(args.input))
             print(f"schedule {schedule.id} added: tenant {schedule.tenant_id} flow {schedule.flow_id} "
                   f"cron {schedule.cron!r}")
         elif args.schedules_command == "list":
-            for schedule in await svc.schedules.list(args.tenant):
+            schedules = await svc.schedules.list(args.tenant)
+            if args.json:
+                print_json([{"id": s.id, "tenant": s.tenant_id, "flow": s.flow_id, "cron": s.cron, "inputs": s.inputs,
+                             "enabled": s.enabled, "created_at": s.created_at} for s in schedules])
+            for schedule in [] if args.json else schedules:
                 state = "enabled" if schedule.enabled else "disabled"
                 print(f"{schedule.id}  {schedule.tenant_id:<16} {schedule.flow_id:<20} {schedule.cron:<16} {state}  "
                       f"{json.dumps(schedule.inputs)}")
@@ -299,6 +408,35 @@ async def cmd_schedules(args: argparse.Namespace) -> int:
             raise CliError(f"no schedule {args.schedule_id}")
         else:
             print(f"schedule {args.schedule_id} removed")
+    return EXIT_OK
+
+
+async def cmd_dashboard_link(args: argparse.Namespace) -> int:
+    """A signed, expiring, read-only dashboard link for one tenant (or, with --operator, all of them)."""
+    from datetime import UTC, datetime
+
+    from shared.services.dashboard_access import dashboard_url, parse_ttl, sign_dashboard_token
+
+    if not args.operator and not args.tenant:
+        raise CliError("dashboard-link: name a tenant, or give --operator for an all-tenants link")
+    try:
+        expires_at = datetime.now(UTC) + parse_ttl(args.ttl)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    async with services(args) as svc:
+        key = svc.settings.encryption_keys[0].key
+    token = sign_dashboard_token(key, args.tenant, args.operator, expires_at)
+    try:
+        url = dashboard_url(args.base_url, token)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print_json({"url": url, "tenant": None if args.operator else args.tenant, "operator": args.operator,
+                    "expires_at": expires_at.replace(microsecond=0)})
+    else:
+        scope = "all tenants (operator)" if args.operator else f"tenant {args.tenant}"
+        print(f"read-only dashboard of {scope}, valid until {expires_at:%Y-%m-%d %H:%M} UTC:", file=sys.stderr)
+        print(url)
     return EXIT_OK
 
 
@@ -343,6 +481,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
     "usage": cmd_usage,
     "budgets": cmd_budgets,
     "schedules": cmd_schedules,
+    "dashboard-link": cmd_dashboard_link,
     "serve": cmd_serve,
     "emulator": cmd_emulator,
     "db": cmd_db,
@@ -350,13 +489,32 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
 }
 
 
+def tenant_must_exist(args: argparse.Namespace | None) -> str | None:
+    """The tenant a command names, when it must already exist: every command but `tenants add` and `run` (which, on
+    the embedded SQLite store, adds an unknown tenant with a notice; on other stores the run service refuses it)."""
+    tenant = getattr(args, "tenant", None)
+    if not isinstance(tenant, str) or args is None or args.command == "run":
+        return None
+    if args.command == "tenants" and args.tenants_command == "add":
+        return None
+    return tenant
+
+
 class services:
-    """`async with services() as svc:` — the composition root for one CLI command."""
+    """`async with services(args) as svc:` — the composition root for one CLI command. An unknown tenant named by
+    the command is an error here, before the command does anything."""
+
+    def __init__(self, args: argparse.Namespace | None = None) -> None:
+        self.args = args
 
     async def __aenter__(self) -> Any:
         from shared.bootstrap import build_services
 
         self.svc = await build_services()
+        tenant = tenant_must_exist(self.args)
+        if tenant is not None and await self.svc.stores.tenants.get(tenant) is None:
+            await self.svc.close()
+            raise CliError(f"unknown tenant {tenant!r} (`tenantflow tenants list` shows the tenants)")
         return self.svc
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -366,6 +524,7 @@ class services:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tenantflow", description="Multi-tenant, metered LLM flows.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level to stderr")
+    parser.add_argument("--version", action="version", version=f"tenantflow {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="validate flow files (default: the flows directory)")
@@ -385,16 +544,27 @@ def build_parser() -> argparse.ArgumentParser:
     t = tsub.add_parser("add")
     t.add_argument("tenant")
     t.add_argument("--name")
-    tsub.add_parser("list")
+    tsub.add_parser("list").add_argument("--json", action="store_true", help="print a JSON list")
     for name in ("suspend", "activate"):
         tsub.add_parser(name).add_argument("tenant")
     t = tsub.add_parser("webhook-secret", help="print the tenant's webhook signing secret")
     t.add_argument("tenant")
     t.add_argument("--rotate", action="store_true", help="replace it with a new one first")
+    t = tsub.add_parser("members", help="principals (App Service Authentication) who may see the dashboard")
+    msub = t.add_subparsers(dest="members_command", required=True)
+    for name in ("add", "remove"):
+        m = msub.add_parser(name)
+        m.add_argument("tenant")
+        m.add_argument("principal", help="an Entra object id or a user name (UPN / email)")
+    m = msub.add_parser("list")
+    m.add_argument("tenant")
+    m.add_argument("--json", action="store_true", help="print a JSON list")
     t = tsub.add_parser("keys", help="API keys")
     ksub = t.add_subparsers(dest="keys_command", required=True)
     ksub.add_parser("create").add_argument("tenant")
-    ksub.add_parser("list").add_argument("tenant")
+    k = ksub.add_parser("list")
+    k.add_argument("tenant")
+    k.add_argument("--json", action="store_true", help="print a JSON list")
     k = ksub.add_parser("revoke")
     k.add_argument("tenant")
     k.add_argument("key_id")
@@ -420,7 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--replace", action="store_true", help="replace an existing credential of that name")
     c = csub.add_parser("list")
     c.add_argument("tenant")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="print a JSON list (secrets as ******)")
+    c = csub.add_parser("test", help="a 1-token call with the credential: reachability, auth and latency")
+    c.add_argument("tenant")
+    c.add_argument("name")
+    c.add_argument("--model", default="gpt-4o-mini", help="the deployment / model to call (default gpt-4o-mini)")
+    c.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the answer (default 15)")
+    c.add_argument("--json", action="store_true", help="print the result as one JSON object")
     csub.add_parser("rotate-key", help="re-encrypt every credential under the current encryption key")
     c = csub.add_parser("delete")
     c.add_argument("tenant")
@@ -439,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="to_day", metavar="YYYY-MM-DD")
     p.add_argument("--group-by", default="day", choices=("day", "model", "flow", "tenant"))
     p.add_argument("--format", default="table", choices=("table", "json", "csv"))
+    p.add_argument("--json", action="store_true", help="the same as --format json")
 
     p = sub.add_parser("budgets", help="per-tenant monthly budgets")
     bsub = p.add_subparsers(dest="budgets_command", required=True)
@@ -448,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--monthly-cost", help="decimal, e.g. 25.00")
     b = bsub.add_parser("show")
     b.add_argument("tenant")
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--json", action="store_true", help="print the budget status as one JSON object")
 
     p = sub.add_parser("schedules", help="per-tenant schedules (run by the `schedules` timer)")
     ssub = p.add_subparsers(dest="schedules_command", required=True)
@@ -457,8 +634,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("flow")
     s.add_argument("--cron", required=True, help='5 fields, e.g. "*/5 * * * *" (UTC)')
     s.add_argument("--input", action="append", metavar="KEY=VALUE")
-    ssub.add_parser("list").add_argument("tenant", nargs="?")
+    s = ssub.add_parser("list")
+    s.add_argument("tenant", nargs="?")
+    s.add_argument("--json", action="store_true", help="print a JSON list")
     ssub.add_parser("remove").add_argument("schedule_id")
+
+    p = sub.add_parser("dashboard-link", help="print a signed, expiring, read-only dashboard link")
+    p.add_argument("tenant", nargs="?", help="the tenant (omit with --operator)")
+    p.add_argument("--ttl", default="1h", help="how long the link works: 30m, 1h, 7d (default 1h, at most 31d)")
+    p.add_argument("--base-url", default="http://127.0.0.1:7071",
+                   help="the app's base URL without /api (default http://127.0.0.1:7071, `tenantflow serve`)")
+    p.add_argument("--operator", action="store_true", help="an all-tenants (operator) link")
+    p.add_argument("--json", action="store_true", help="print {url, tenant, operator, expires_at}")
 
     p = sub.add_parser("serve", help="serve the HTTP functions locally (for curl and the dashboard)")
     p.add_argument("--host", default="127.0.0.1")
@@ -478,13 +665,107 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Every subcommand's help line and example, shown by `tenantflow <command> --help` (a test checks that each
+# subcommand has one). Keyed by the command path.
+EXAMPLES: dict[str, tuple[str, str]] = {
+    "validate": ("validate flow files (default: the flows directory)", "tenantflow validate flows/support-reply.yaml"),
+    "run": ("run a flow for a tenant",
+            'tenantflow run support-reply --tenant contoso --input ticket="Where is my order?" --json'),
+    "tenants": ("manage tenants", "tenantflow tenants add contoso --name 'Contoso Ltd'"),
+    "tenants add": ("add a tenant; prints its first API key alone as the last line",
+                    "KEY=$(tenantflow tenants add contoso --name 'Contoso Ltd' | tail -1)"),
+    "tenants list": ("list tenants", "tenantflow tenants list --json"),
+    "tenants suspend": ("suspend a tenant: its runs and API calls are refused", "tenantflow tenants suspend contoso"),
+    "tenants activate": ("re-activate a suspended tenant", "tenantflow tenants activate contoso"),
+    "tenants webhook-secret": ("print the tenant's webhook signing secret",
+                               "SECRET=$(tenantflow tenants webhook-secret contoso)"),
+    "tenants members": ("principals (App Service Authentication) who may see the tenant's dashboard",
+                        "tenantflow tenants members add contoso ann@contoso.com"),
+    "tenants members add": ("let a principal (Entra object id or user name) see the tenant's dashboard",
+                            "tenantflow tenants members add contoso ann@contoso.com"),
+    "tenants members remove": ("take a principal's access away",
+                               "tenantflow tenants members remove contoso ann@contoso.com"),
+    "tenants members list": ("list the tenant's members", "tenantflow tenants members list contoso --json"),
+    "tenants keys": ("API keys of a tenant", "tenantflow tenants keys create contoso"),
+    "tenants keys create": ("create an API key; prints it alone as the last line (shown once)",
+                            "KEY=$(tenantflow tenants keys create contoso | tail -1)"),
+    "tenants keys list": ("list a tenant's API keys (ids and state, never the keys)",
+                          "tenantflow tenants keys list contoso --json"),
+    "tenants keys revoke": ("revoke an API key by its id", "tenantflow tenants keys revoke contoso 3f9c0a1b2d4e"),
+    "credentials": ("manage tenant credentials", "tenantflow credentials list contoso"),
+    "credentials set": ("store (or replace) a tenant's credential, encrypted",
+                        "echo \"$AZURE_OPENAI_KEY\" | tenantflow credentials set contoso foundry --kind azure_openai "
+                        "--endpoint https://contoso.openai.azure.com --api-key-stdin"),
+    "credentials list": ("list a tenant's credentials (secrets as ******)",
+                         "tenantflow credentials list contoso --json"),
+    "credentials test": ("make a 1-token call with a credential; report reachability, auth and latency",
+                         "tenantflow credentials test contoso foundry --model gpt-4o-mini"),
+    "credentials rotate-key": ("re-encrypt every credential and webhook secret under the current encryption key",
+                               "TENANTFLOW_ENCRYPTION_KEY=k2:NEW,k1:OLD tenantflow credentials rotate-key"),
+    "credentials delete": ("delete a tenant's credential", "tenantflow credentials delete contoso foundry"),
+    "usage": ("token usage and cost from the ledger",
+              "tenantflow usage --tenant contoso --from 2026-11-01 --group-by model --format csv"),
+    "budgets": ("per-tenant monthly budgets", "tenantflow budgets set contoso --monthly-cost 25.00"),
+    "budgets set": ("set a tenant's monthly token and/or cost limit",
+                    "tenantflow budgets set contoso --monthly-tokens 1000000 --monthly-cost 25.00"),
+    "budgets show": ("show a tenant's budget and what this month used", "tenantflow budgets show contoso --json"),
+    "schedules": ("per-tenant schedules (run by the `schedules` timer)",
+                  "tenantflow schedules add contoso support-reply --cron @daily --input ticket=nightly"),
+    "schedules add": ("add a schedule: 5-field cron (UTC) or @hourly, @daily, @weekly, @monthly, @yearly",
+                      'tenantflow schedules add contoso support-reply --cron "*/15 9-17 * * mon-fri" --input ticket=x'),
+    "schedules list": ("list schedules, of one tenant or all", "tenantflow schedules list contoso --json"),
+    "schedules remove": ("remove a schedule by its id", "tenantflow schedules remove 5d41402abc4b"),
+    "dashboard-link": ("print a signed, expiring, read-only dashboard link",
+                       "tenantflow dashboard-link contoso --ttl 8h --base-url https://func-x.azurewebsites.net"),
+    "serve": ("serve the HTTP functions locally (for curl and the dashboard)", "tenantflow serve --port 7071"),
+    "emulator": ("run the offline Azure OpenAI-compatible emulator", "tenantflow emulator --port 8765 --api-key dev"),
+}
+
+
+def subcommands(parser: argparse.ArgumentParser, path: str = "") -> list[tuple[str, argparse.ArgumentParser, Any]]:
+    """(command path, its parser, the subparsers action of its parent) for every subcommand, depth first."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                child_path = f"{path} {name}".strip()
+                found.append((child_path, child, action))
+                found += subcommands(child, child_path)
+    return found
+
+
+def listed_help(parent: Any, name: str) -> str | None:
+    """The help line a subcommand has in its parent's --help listing (argparse lists only those given one)."""
+    return next((choice.help for choice in parent._choices_actions if choice.dest == name), None)
+
+
+def describe_commands(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Gives every subcommand in EXAMPLES a help line in its parent's listing, a description and an example (the
+    --help epilog). Kept in one table so that the parser code above stays short."""
+    for path, child, parent in subcommands(parser):
+        if path not in EXAMPLES:
+            continue
+        summary, example = EXAMPLES[path]
+        name = path.rsplit(" ", 1)[-1]
+        if listed_help(parent, name) is None:
+            parent._choices_actions.append(parent._ChoicesPseudoAction(name, (), summary))
+            parent._choices_actions.sort(key=lambda choice: list(parent.choices).index(choice.dest))
+        child.description = child.description or summary[0].upper() + summary[1:] + "."
+        child.epilog = f"example:\n  {example}"
+        child.formatter_class = argparse.RawDescriptionHelpFormatter
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = describe_commands(build_parser())
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     handler = COMMANDS[args.command]
+    from shared.telemetry import configure_telemetry, shutdown_telemetry
+
     try:
+        configure_telemetry()  # only when an exporter is set in the environment (e.g. OTEL_TRACES_EXPORTER=console)
         result = handler(args)
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
@@ -497,6 +778,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("TENANTFLOW_DEBUG"):
             raise
         return code
+    finally:
+        shutdown_telemetry()
 
 
 def describe_error(exc: Exception) -> tuple[str, int]:

@@ -41,6 +41,7 @@ SETTING_NAMES = (
     "TENANTFLOW_MODEL_TIMEOUT_SECONDS",
     "TENANTFLOW_MODEL_MAX_ATTEMPTS",
     "TENANTFLOW_SYNC_LIMIT_SECONDS",
+    "TENANTFLOW_TRUST_EASY_AUTH",
 )
 
 
@@ -76,6 +77,7 @@ class Settings:
     model_timeout_seconds: float = 45.0
     model_max_attempts: int = 3
     sync_limit_seconds: float = 200.0  # a sync run that may take longer answers 202 and runs from the queue
+    trust_easy_auth: bool = False  # honour x-ms-client-principal (only behind App Service Authentication)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -101,6 +103,9 @@ class Settings:
             raise SettingsError(str(exc)) from None
         if store != "sqlite" and not keys:
             raise SettingsError(f"TENANTFLOW_ENCRYPTION_KEY: required when TENANTFLOW_STORE={store}")
+        trust_easy_auth = (get("TENANTFLOW_TRUST_EASY_AUTH") or "false").lower()
+        if trust_easy_auth not in ("true", "false"):
+            raise SettingsError(f"TENANTFLOW_TRUST_EASY_AUTH: must be true or false, got {trust_easy_auth!r}")
         defaults = cls()
 
         def number(name: str, default: float, minimum: float, maximum: float, integer: bool = False) -> float:
@@ -144,6 +149,7 @@ class Settings:
             model_timeout_seconds=number("TENANTFLOW_MODEL_TIMEOUT_SECONDS", defaults.model_timeout_seconds, 1, 600),
             model_max_attempts=int(number("TENANTFLOW_MODEL_MAX_ATTEMPTS", defaults.model_max_attempts, 1, 10, True)),
             sync_limit_seconds=number("TENANTFLOW_SYNC_LIMIT_SECONDS", defaults.sync_limit_seconds, 1, 230),
+            trust_easy_auth=trust_easy_auth == "true",
         )
 
 

@@ -30,6 +30,11 @@ class ApiResponse:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # a JSON answer ends with a newline (curl output then ends its line), whichever helper built it
+        if "json" in self.headers.get("content-type", "") and self.body and not self.body.endswith(b"\n"):
+            self.body += b"\n"
+
     @classmethod
     def json(cls, status: int, value: Any, headers: dict[str, str] | None = None) -> ApiResponse:
         return cls(status, json.dumps(value, ensure_ascii=False).encode(),

@@ -237,7 +237,8 @@ class CredentialService(CredentialSource):
         self.invalidate_entry(tenant_id, name)
         return deleted
 
-    async def rotate_key(self, batch: int = 100) -> RotationReport:
+    async def rotate_key(self, batch: int = 100,
+                         progress: Callable[[int, int | None], None] | None = None) -> RotationReport:
         """Re-encrypts every secret not under the current key, `batch` rows per store query, each with a
         compare-and-swap on its version (a concurrent `set` wins; it already wrote under the current key).
         Safe to interrupt: a second call continues with whatever is still under an old key; old keys keep
@@ -268,6 +269,8 @@ class CredentialService(CredentialSource):
                 self.invalidate_entry(*key)
                 if swapped:
                     rotated += 1
+                    if progress is not None:
+                        progress(rotated, None)
                 else:  # changed under us; the next listing shows whether it still needs rotating
                     conflicts[key] = conflicts.get(key, 0) + 1
                     if conflicts[key] >= ROTATION_CONFLICT_LIMIT:

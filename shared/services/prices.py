@@ -16,6 +16,7 @@ from shared.engine.usage import TokenUsage
 log = logging.getLogger(__name__)
 MILLION = Decimal(1_000_000)
 DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+CURRENCY = re.compile(r"^[A-Z]{3}$")  # an ISO 4217 code
 
 
 class PriceFileError(ValueError):
@@ -35,10 +36,12 @@ class Price:
 
 
 class PriceBook:
-    def __init__(self, version: str, models: dict[str, Price], tenants: dict[str, dict[str, Price]]) -> None:
+    def __init__(self, version: str, models: dict[str, Price], tenants: dict[str, dict[str, Price]],
+                 currency: str = "USD") -> None:
         self.version = version
         self.models = models
         self.tenants = tenants
+        self.currency = currency  # what every price (and so every recorded cost) is in
 
     @classmethod
     def load(cls, path: Path) -> PriceBook:
@@ -48,7 +51,10 @@ class PriceBook:
             raise PriceFileError(f"{path}: cannot read prices: {exc}") from None
         models = parse_models(doc.get("models") or {}, f"{path}: models")
         tenants = {t: parse_models(m or {}, f"{path}: tenants.{t}") for t, m in (doc.get("tenants") or {}).items()}
-        return cls(str(doc.get("version", "unversioned")), models, tenants)
+        currency = doc.get("currency", "USD")
+        if not isinstance(currency, str) or not CURRENCY.match(currency):
+            raise PriceFileError(f"{path}: currency: must be a 3-letter ISO 4217 code such as USD, got {currency!r}")
+        return cls(str(doc.get("version", "unversioned")), models, tenants, currency)
 
     def price(self, tenant_id: str, *names: str) -> Price | None:
         tables = (self.tenants.get(tenant_id, {}), self.models)

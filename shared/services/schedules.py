@@ -11,6 +11,7 @@ from typing import Any
 
 from shared.clock import Clock, SystemClock
 from shared.services.catalog import FlowCatalog
+from shared.services.cron import CronError, cron_schedule
 from shared.services.run_queue import RunQueue
 from shared.services.runs import RunService
 from shared.storage.models import Schedule
@@ -30,9 +31,7 @@ def scheduled_run_id(schedule_id: str, minute: datetime) -> str:
 
 
 def is_due(cron: str, minute: datetime) -> bool:
-    from croniter import croniter
-
-    return bool(croniter.match(cron, minute.replace(second=0, microsecond=0, tzinfo=None)))
+    return cron_schedule(cron).matches(minute)
 
 
 class ScheduleService:
@@ -45,10 +44,10 @@ class ScheduleService:
         self.clock = clock or SystemClock()
 
     async def add(self, tenant_id: str, flow_ref: str, cron: str, inputs: dict[str, Any]) -> Schedule:
-        from croniter import croniter
-
-        if not croniter.is_valid(cron) or len(cron.split()) != 5:
-            raise ScheduleError(f"--cron {cron!r}: not a 5-field cron expression (minute hour day month weekday)")
+        try:
+            cron_schedule(cron)
+        except CronError as exc:
+            raise ScheduleError(f"--cron {cron!r}: {exc}") from None
         await self.runs.active_tenant(tenant_id)
         flow = self.catalog.get(flow_ref)
         from shared.engine.inputs import coerce_inputs

@@ -208,12 +208,15 @@ class TenantService:
             raise TenantError(f"unknown tenant {tenant_id!r}") from None
         return Secret(value)
 
-    async def rotate_key(self) -> RotationReport:
+    async def rotate_key(self, progress: Callable[[int, int | None], None] | None = None) -> RotationReport:
         """Re-encrypts every webhook secret not under the current encryption key (the credential rows are
         CredentialService.rotate_key's job). Safe to interrupt and run again."""
         rotated = 0
         unreadable: list[str] = []
-        for tenant in await self.store.list():
+        tenants = await self.store.list()
+        for done, tenant in enumerate(tenants, 1):
+            if progress is not None:
+                progress(done, len(tenants))
             blob = tenant.webhook_secret_blob
             if blob is None:
                 continue

@@ -222,6 +222,26 @@ class ScheduleStore(ABC):
     async def remove(self, schedule_id: str) -> bool: ...
 
 
+class TenantMemberStore(ABC):
+    """Which principals (Entra object ids or user names, as App Service Authentication names them) may see which
+    tenant's dashboard. Principals are stored as given; the service normalises them (lower case)."""
+
+    @abstractmethod
+    async def add(self, tenant_id: str, principal: str) -> bool:
+        """False when the principal was already a member of the tenant."""
+
+    @abstractmethod
+    async def remove(self, tenant_id: str, principal: str) -> bool: ...
+
+    @abstractmethod
+    async def list(self, tenant_id: str) -> builtins.list[str]:
+        """The tenant's principals, sorted."""
+
+    @abstractmethod
+    async def tenants_of(self, principal: str) -> builtins.list[str]:
+        """The tenants the principal is a member of, sorted."""
+
+
 class ReplayGuard(ABC):
     """Remembers webhook signatures so that each is accepted once."""
 
@@ -251,6 +271,7 @@ class Stores:
     schedules: ScheduleStore
     replay: ReplayGuard
     health: HealthCheck
+    members: TenantMemberStore
     closer: Callable[[], Awaitable[None]] | None = None
 
     async def close(self) -> None:

@@ -1,6 +1,6 @@
-"""`make screenshot`: seeds demo usage into a throwaway SQLite store, serves the dashboard locally and saves a
-PNG of it from headless Chromium (Debian's chromium, driven by Playwright). Usage: python -m shared.web.screenshot
-OUT.png"""
+"""`make screenshot`: seeds demo usage into a throwaway SQLite store, serves the dashboard locally and saves PNGs of it
+at 1280 and 390 px wide from headless Chromium (Debian's chromium, driven by Playwright).
+Usage: python -m shared.web.screenshot OUT.png (the narrow one goes to OUT-390.png)"""
 
 from __future__ import annotations
 
@@ -38,14 +38,21 @@ async def capture(out: Path, emulator_url: str) -> None:
     try:
         async with serving_in_this_loop() as base_url, async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = await browser.new_page(viewport={"width": 1200, "height": 900},
-                                          extra_http_headers={"x-api-key": created.api_key.reveal()})
-            await page.goto(f"{base_url}/api/dashboard")
             out.parent.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=str(out), full_page=True)
+            for width, path in ((1280, out), (390, narrow_path(out))):
+                page = await browser.new_page(viewport={"width": width, "height": 900},
+                                              extra_http_headers={"x-api-key": created.api_key.reveal()})
+                await page.goto(f"{base_url}/api/dashboard")
+                await page.screenshot(path=str(path), full_page=True)
+                await page.close()
             await browser.close()
     finally:
         await svc.close()
+
+
+def narrow_path(out: Path) -> Path:
+    """Where the 390 px (phone) screenshot goes: beside the wide one, `-390` before the suffix."""
+    return out.with_name(f"{out.stem}-390{out.suffix}")
 
 
 def main() -> int:
@@ -54,7 +61,7 @@ def main() -> int:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "screenshots/dashboard.png")
     with running_emulator() as emulator:
         asyncio.run(capture(out, emulator.base_url))
-    print(f"wrote {out}")
+    print(f"wrote {out} (1280 px) and {narrow_path(out)} (390 px)")
     return 0
 
 

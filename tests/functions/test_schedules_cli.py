@@ -26,10 +26,13 @@ def test_schedules_add_list_remove(tmp_path):
     assert tenantflow(tmp_path, "tenants", "add", "contoso").returncode == 0
     bad = tenantflow(tmp_path, "schedules", "add", "contoso", "support-reply", "--cron", "61 * * * *",
                      "--input", "ticket=x")
-    assert bad.returncode != 0 and "--cron '61 * * * *'" in bad.stderr
+    assert bad.returncode != 0 and "--cron '61 * * * *': minute: 61 is outside 0–59" in bad.stderr
     six = tenantflow(tmp_path, "schedules", "add", "contoso", "support-reply", "--cron", "0 * * * * *",
                      "--input", "ticket=x")
-    assert six.returncode != 0 and "5-field" in six.stderr
+    assert six.returncode != 0 and "expected 5 fields" in six.stderr
+    hourly = tenantflow(tmp_path, "schedules", "add", "contoso", "support-reply", "--cron", "@hourly",
+                        "--input", "ticket=x")
+    assert hourly.returncode == 0 and "cron '@hourly'" in hourly.stdout, hourly.stderr
     missing = tenantflow(tmp_path, "schedules", "add", "contoso", "support-reply", "--cron", "*/5 * * * *")
     assert missing.returncode != 0 and "ticket" in missing.stderr  # inputs that could never run are refused
     unknown = tenantflow(tmp_path, "schedules", "add", "nobody", "support-reply", "--cron", "*/5 * * * *",

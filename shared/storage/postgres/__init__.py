@@ -8,6 +8,7 @@ from shared.storage.ports import Stores
 
 async def open_postgres_stores(settings: Settings) -> Stores:
     from shared.storage.postgres.database import EntraTokenPassword, PostgresDatabase
+    from shared.storage.postgres.members import PostgresTenantMemberStore
     from shared.storage.postgres.stores import (
         PostgresBookkeeping,
         PostgresBudgetStore,
@@ -37,6 +38,7 @@ async def open_postgres_stores(settings: Settings) -> Stores:
         schedules=PostgresScheduleStore(db),
         replay=PostgresReplayGuard(db),
         health=PostgresHealth(db),
+        members=PostgresTenantMemberStore(db),
         closer=db.close,
     )
 

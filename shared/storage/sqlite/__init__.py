@@ -5,6 +5,7 @@ from __future__ import annotations
 from shared.settings import Settings
 from shared.storage.ports import Stores
 from shared.storage.sqlite.database import SqliteDatabase
+from shared.storage.sqlite.members import SqliteTenantMemberStore
 from shared.storage.sqlite.stores import (
     SqliteBookkeeping,
     SqliteBudgetStore,
@@ -38,5 +39,6 @@ async def open_sqlite_stores(settings: Settings) -> Stores:
         schedules=SqliteScheduleStore(db),
         replay=SqliteReplayGuard(db),
         health=SqliteHealth(db),
+        members=SqliteTenantMemberStore(db),
         closer=db.close,
     )

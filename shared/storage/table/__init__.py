@@ -10,6 +10,7 @@ from shared.storage.ports import Stores
 
 async def open_table_stores(settings: Settings, credential: Any = None) -> Stores:
     from shared.storage.table.client import TableClients
+    from shared.storage.table.members import TableTenantMemberStore
     from shared.storage.table.stores import (
         TableBookkeeping,
         TableBudgetStore,
@@ -40,5 +41,6 @@ async def open_table_stores(settings: Settings, credential: Any = None) -> Store
         schedules=TableScheduleStore(tables),
         replay=TableReplayGuard(tables),
         health=TableHealth(tables),
+        members=TableTenantMemberStore(tables),
         closer=tables.close,
     )
