@@ -21,6 +21,7 @@ setup: $(VENV)/.installed $(addsuffix /.requirements-installed,$(WORKER_VENVS))
 .venv312/.requirements-installed: requirements.txt
 	@test -n "$(PYTHON312)" || { echo "python3.12 not found (needed for the worker indexing test)"; exit 1; }
 	rm -rf .venv312 && $(PYTHON312) -m venv .venv312
+	.venv312/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
 	.venv312/bin/pip install -q -r requirements.txt
 	touch $@
 
@@ -28,6 +29,7 @@ setup: $(VENV)/.installed $(addsuffix /.requirements-installed,$(WORKER_VENVS))
 .venv313/.requirements-installed: requirements.txt
 	@test -n "$(PYTHON313)" || { echo "python3.13 not found (needed for the worker indexing test)"; exit 1; }
 	rm -rf .venv313 && $(PYTHON313) -m venv .venv313
+	.venv313/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
 	.venv313/bin/pip install -q -r requirements.txt "azure-functions-runtime>=1.3,<2"
 	touch $@
 
