@@ -719,6 +719,15 @@ EXAMPLES: dict[str, tuple[str, str]] = {
                        "tenantflow dashboard-link contoso --ttl 8h --base-url https://func-x.azurewebsites.net"),
     "serve": ("serve the HTTP functions locally (for curl and the dashboard)", "tenantflow serve --port 7071"),
     "emulator": ("run the offline Azure OpenAI-compatible emulator", "tenantflow emulator --port 8765 --api-key dev"),
+    "credentials import": ("import a prompt flow connection YAML as a tenant credential (secrets from stdin or env)",
+                           "echo \"$AZURE_OPENAI_KEY\" | tenantflow credentials import contoso -f azure_openai.yaml"),
+    "import": ("import flows from other tools",
+               "tenantflow import promptflow ./chat-with-history --out flows/chat.yaml"),
+    "import promptflow": ("convert a prompt flow folder (flow.dag.yaml) into a Tenantflow flow",
+                          "tenantflow import promptflow ./web-classification --out flows/classify.yaml --partial"),
+    "db": ("database schema (PostgreSQL)", "tenantflow db migrate"),
+    "db migrate": ("apply pending PostgreSQL migrations as the owner role and grant the app role (a deploy step)",
+                   "TENANTFLOW_POSTGRES_MIGRATION_DSN=postgresql://owner@db/tenantflow tenantflow db migrate"),
 }
 
 

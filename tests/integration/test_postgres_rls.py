@@ -55,6 +55,7 @@ async def pg(tmp_path):
             limits=Budget(tenant, 1000, Decimal("5"))))
         await stores.schedules.add(Schedule(f"sched-{tenant}", tenant, "f", "* * * * *", {"x": 1}, created_at=NOW))
         await stores.replay.first_use(tenant, "nonce-" + tenant, NOW + timedelta(days=3650))
+        await stores.members.add(tenant, f"ann@{tenant}.example")
     yield settings, stores
     await stores.close()
     await postgres_backend.dispose(settings)
@@ -77,6 +78,7 @@ TENANT_TABLES = {
     "schedules": ("tenant_id", "INSERT INTO schedules VALUES ('s2', 'tenant-b', 'f', '* * * * *', '{}', true, now())"),
     "replay_guard": ("tenant_id", "INSERT INTO replay_guard VALUES ('tenant-b', 'n2', now())"),
     "budget_leases": ("tenant_id", "INSERT INTO budget_leases VALUES ('tenant-b', 'l2', 'r', '2027-01', 1, 1, now())"),
+    "tenant_members": ("tenant_id", "INSERT INTO tenant_members VALUES ('tenant-b', 'bob@b.example', now())"),
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from shared.services.api_messages import ApiResponse
+from shared.functions.api_messages import ApiResponse
 
 
 def test_json_answers_end_with_a_newline():
