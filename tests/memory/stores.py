@@ -47,6 +47,7 @@ from shared.storage.ports import (
     ScheduleStore,
     Stores,
     StoreUnavailable,
+    TenantMemberStore,
     TenantStore,
     UsageLedger,
     UsageQueries,
@@ -71,6 +72,7 @@ class MemoryState:
         self.leases: dict[tuple[str, str], Lease] = {}  # (tenant, lease id) → lease
         self.schedules: dict[str, Schedule] = {}
         self.nonces: dict[tuple[str, str], datetime] = {}
+        self.members: set[tuple[str, str]] = set()  # (tenant, principal)
 
     def check(self) -> None:
         if self.unavailable is not None:
@@ -401,6 +403,33 @@ class MemoryHealth(HealthCheck):
         self.state.check()
 
 
+class MemoryTenantMemberStore(TenantMemberStore):
+    def __init__(self, state: MemoryState) -> None:
+        self.state = state
+
+    async def add(self, tenant_id: str, principal: str) -> bool:
+        self.state.check()
+        if (tenant_id, principal) in self.state.members:
+            return False
+        self.state.members.add((tenant_id, principal))
+        return True
+
+    async def remove(self, tenant_id: str, principal: str) -> bool:
+        self.state.check()
+        if (tenant_id, principal) not in self.state.members:
+            return False
+        self.state.members.discard((tenant_id, principal))
+        return True
+
+    async def list(self, tenant_id: str) -> builtins.list[str]:
+        self.state.check()
+        return sorted(p for t, p in self.state.members if t == tenant_id)
+
+    async def tenants_of(self, principal: str) -> builtins.list[str]:
+        self.state.check()
+        return sorted(t for t, p in self.state.members if p == principal)
+
+
 class InMemoryStores(Stores):
     """Fresh, empty in-memory stores of every port; `state` holds what they store (to inspect, or to switch
     `unavailable`)."""
@@ -411,7 +440,8 @@ class InMemoryStores(Stores):
                          runs=MemoryRunStore(state), usage=MemoryUsageLedger(state),
                          usage_queries=MemoryUsageQueries(state), budgets=MemoryBudgetStore(state),
                          bookkeeping=MemoryBookkeeping(state), schedules=MemoryScheduleStore(state),
-                         replay=MemoryReplayGuard(state), health=MemoryHealth(state))
+                         replay=MemoryReplayGuard(state), health=MemoryHealth(state),
+                         members=MemoryTenantMemberStore(state))
         self.state = state
 
 

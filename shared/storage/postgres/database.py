@@ -6,6 +6,8 @@ step, and an app whose schema is behind stops at start with `SchemaNotReady` nam
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -57,6 +59,7 @@ class PostgresDatabase:
             assert password is not None
             return {**options, "password": await password()}
 
+        self.checking: asyncio.Task[None] | None = None
         self.pool = AsyncConnectionPool(dsn, min_size=min(min_size, max_size), max_size=max_size, open=False,
                                         timeout=timeout, kwargs=options_with_password if password else options)
 
@@ -87,7 +90,11 @@ class PostgresDatabase:
                                  "run `tenantflow db migrate` (with TENANTFLOW_POSTGRES_MIGRATION_DSN set)")
 
     def unavailable(self, exc: BaseException) -> StoreUnavailable:
-        """One line naming the cause and the server, never the DSN's credentials."""
+        """One line naming the cause and the server, never the DSN's credentials. A lost connection usually means
+        the server restarted: every idle pooled connection is then checked (in the background) and the dead ones
+        replaced, so that the next requests do not fail on them one by one."""
+        if isinstance(exc, OperationalError) and (self.checking is None or self.checking.done()):
+            self.checking = asyncio.get_running_loop().create_task(self.pool.check())
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "refused" in text.lower():
             text = "connection refused"
@@ -113,6 +120,9 @@ class PostgresDatabase:
         raise AssertionError("unreachable")
 
     async def close(self) -> None:
+        if self.checking is not None:
+            with contextlib.suppress(Exception):
+                await self.checking
         await self.pool.close()
 
     @asynccontextmanager

@@ -13,6 +13,7 @@ ALTER TABLE tenant_members FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_members_tenant ON tenant_members
     USING (tenant_id = current_setting('tenantflow.tenant_id', true))
     WITH CHECK (tenant_id = current_setting('tenantflow.tenant_id', true));
+CREATE POLICY tenant_members_owner_read ON tenant_members FOR SELECT TO CURRENT_USER USING (true);
 CREATE FUNCTION tenantflow_member_tenants(p_principal text) RETURNS TABLE (tenant_id text)
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$ SELECT m.tenant_id FROM public.tenant_members m WHERE m.principal = p_principal
