@@ -727,7 +727,7 @@ EXAMPLES: dict[str, tuple[str, str]] = {
                           "tenantflow import promptflow ./web-classification --out flows/classify.yaml --partial"),
     "db": ("database schema (PostgreSQL)", "tenantflow db migrate"),
     "db migrate": ("apply pending PostgreSQL migrations as the owner role and grant the app role (a deploy step)",
-                   "TENANTFLOW_POSTGRES_MIGRATION_DSN=postgresql://owner@db/tenantflow tenantflow db migrate"),
+                   "tenantflow db migrate   # with TENANTFLOW_POSTGRES_MIGRATION_DSN (the owner) set"),
 }
 
 

@@ -7,6 +7,7 @@ and operator keys once made. Only the standard library: scripts/services.sh runs
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import secrets
@@ -64,9 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     except json.JSONDecodeError as exc:
         print(f"{args.out}: not JSON (line {exc.lineno}); fix or remove it", file=sys.stderr)
         return 2
-    args.out.write_text(json.dumps(local_settings(existing, example, args.postgres_port, args.azurite_port),
-                                   indent=2) + "\n", encoding="utf-8")
+    written = local_settings(existing, example, args.postgres_port, args.azurite_port)
+    args.out.write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out.name} for these services (func start reads it)")
+    try:  # the app never migrates: apply the schema as `tenantflow db migrate` does in a deployment
+        from shared.storage.postgres.database import migrate
+    except ImportError:  # the project's packages are not installed yet (make setup): `tenantflow db migrate` later
+        print("PostgreSQL not migrated yet: run `tenantflow db migrate` with these settings", file=sys.stderr)
+        return 0
+    values = written["Values"]
+    asyncio.run(migrate(values["TENANTFLOW_POSTGRES_MIGRATION_DSN"], values["TENANTFLOW_POSTGRES_DSN"]))
     return 0
 
 

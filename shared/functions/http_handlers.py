@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.functions.api_messages import ApiRequest, ApiResponse
 from shared.functions.http_auth import caller, is_operator, require_operator, webhook_tenant
 from shared.functions.problems import ProblemDetails
+from shared.functions.request_checks import (
+    RequestCheckError,
+    check_flow_id,
+    check_run_id,
+    check_tenant_segment,
+    parse_json_body,
+)
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -23,18 +30,26 @@ if TYPE_CHECKING:
 MAX_BODY_BYTES = 1024 * 1024
 MAX_IDEMPOTENCY_KEY = 200
 USAGE_GROUPS = ("day", "model", "flow")
+T = TypeVar("T")
+
+
+TITLES = {400: "Bad JSON", 401: "Unauthenticated", 404: "Not found", 413: "Payload too large"}
+
+
+def checked(check: Callable[[], T]) -> T:
+    """Runs a request check (shared.functions.request_checks); its refusal becomes problem details."""
+    try:
+        return check()
+    except RequestCheckError as exc:
+        raise ProblemDetails(exc.status, TITLES.get(exc.status, "Bad request"), str(exc),
+                             errors=[{"field": exc.field, "message": exc.message}]) from None
 
 
 def parse_json(request: ApiRequest) -> Any:
-    if len(request.body) > MAX_BODY_BYTES:
-        raise ProblemDetails(413, "Payload too large", f"the body is over {MAX_BODY_BYTES} bytes")
+    """The JSON body, within limits (size, nesting depth, integer digits, no lone surrogates): 400 / 413."""
     if not request.body.strip():
         return {}
-    try:
-        return json.loads(request.body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProblemDetails(400, "Bad JSON",
-                             f"the body is not valid JSON: {getattr(exc, 'msg', 'not UTF-8')}") from None
+    return checked(lambda: parse_json_body(request.body, max_bytes=MAX_BODY_BYTES))
 
 
 def run_inputs(request: ApiRequest) -> dict[str, Any]:
@@ -72,12 +87,13 @@ def run_response(run: RunRecord, accepted: bool = False) -> ApiResponse:
 async def start_run(svc: Services, request: ApiRequest) -> ApiResponse:
     """POST /api/flows/{flow}/runs — sync by default; `?wait=false` queues the run (202 + Location)."""
     tenant = await caller(svc, request)
+    flow = checked(lambda: check_flow_id(request.route.get("flow")))
     inputs = run_inputs(request)
     wait = request.query.get("wait", "true").lower() not in ("false", "0", "no")
     key = request.header("idempotency-key")
     if key and len(key) > MAX_IDEMPOTENCY_KEY:
         raise ProblemDetails(400, "Bad request", f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters")
-    started = await svc.runs.start(tenant.id, request.route.get("flow", ""), inputs, "http", wait=wait,
+    started = await svc.runs.start(tenant.id, flow, inputs, "http", wait=wait,
                                    idempotency_key=key or None, request_hash=hashlib.sha256(request.body).hexdigest(),
                                    tenant=tenant)
     return run_response(started.run, accepted=started.accepted)
@@ -88,7 +104,7 @@ async def get_run(svc: Services, request: ApiRequest) -> ApiResponse:
     from shared.services.runs import run_to_json
 
     tenant = await caller(svc, request)
-    run = await svc.runs.find(tenant.id, request.route.get("run_id", ""))
+    run = await svc.runs.find(tenant.id, checked(lambda: check_run_id(request.route.get("run_id"))))
     if run is None:
         raise ProblemDetails(404, "Not found", "no such run")
     return ApiResponse.json(200, run_to_json(run))
@@ -98,9 +114,11 @@ async def webhook(svc: Services, request: ApiRequest) -> ApiResponse:
     """POST /api/hooks/{tenant}/{flow} — signed; the whole JSON body is the flow input `payload`."""
     if len(request.body) > MAX_BODY_BYTES:
         raise ProblemDetails(413, "Payload too large", f"the body is over {MAX_BODY_BYTES} bytes")
-    tenant = await webhook_tenant(svc, request, request.route.get("tenant", ""))
+    tenant_id = checked(lambda: check_tenant_segment(request.route.get("tenant")))
+    flow = checked(lambda: check_flow_id(request.route.get("flow")))
+    tenant = await webhook_tenant(svc, request, tenant_id)
     payload = parse_json(request)
-    started = await svc.runs.start(tenant.id, request.route.get("flow", ""), {"payload": payload}, "webhook",
+    started = await svc.runs.start(tenant.id, flow, {"payload": payload}, "webhook",
                                    wait=True, tenant=tenant)
     return run_response(started.run)
 

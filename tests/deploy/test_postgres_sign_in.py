@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import dataclass
 
 from shared.storage.postgres.database import ENTRA_SCOPE, EntraTokenPassword, PostgresDatabase
-from tests.backends.fixtures import require_service
+from tests.backends import postgres_backend
 
 
 @dataclass
@@ -26,10 +26,16 @@ class CountingCredential:
         return Token(f"token-{len(self.scopes)}")
 
 
-async def test_each_new_connection_signs_in_with_a_fresh_entra_token():
+async def app_dsn(tmp_path) -> str:
+    """A migrated database's app role (the app never migrates: a fresh one would be refused as behind)."""
+    settings = await postgres_backend.provision(tmp_path)
+    assert settings.postgres_dsn is not None
+    return settings.postgres_dsn.reveal()
+
+
+async def test_each_new_connection_signs_in_with_a_fresh_entra_token(tmp_path):
     credential = CountingCredential()
-    db = PostgresDatabase(require_service("TENANTFLOW_TEST_POSTGRES_ADMIN_DSN"), max_size=2,
-                          password=EntraTokenPassword(credential))
+    db = PostgresDatabase(await app_dsn(tmp_path), max_size=2, password=EntraTokenPassword(credential))
     await db.open()
     try:
         entered = asyncio.Event()
@@ -54,12 +60,12 @@ async def test_each_new_connection_signs_in_with_a_fresh_entra_token():
         await db.close()
 
 
-async def test_without_entra_the_dsn_is_used_as_given():
-    db = PostgresDatabase(require_service("TENANTFLOW_TEST_POSTGRES_ADMIN_DSN"), max_size=3)
+async def test_without_entra_the_dsn_is_used_as_given(tmp_path):
+    db = PostgresDatabase(await app_dsn(tmp_path), max_size=3)
     await db.open()
     try:
         async with db.transaction() as connection:
             row = await (await connection.execute("SELECT current_user AS who")).fetchone()
-        assert row["who"] == "postgres" and not connection.info.password and db.pool.max_size == 3
+        assert row["who"] == postgres_backend.APP and not connection.info.password and db.pool.max_size == 3
     finally:
         await db.close()

@@ -5,6 +5,7 @@ real PostgreSQL cluster that is stopped and started again."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import pytest
 
 from shared.functions import runtime
 from shared.functions.local_server import registered_functions
+from shared.storage.postgres.database import migrate
 from tests.backends.pg_cluster import Cluster, free_port, pg_bin
 
 SCRIPT = Path(sys.executable).parent / "tenantflow"
@@ -178,6 +180,7 @@ def test_serve_with_postgres_down_at_start_up_answers_503_and_recovers(tmp_path,
                                                  "connection refused; retry later")
         cluster.start()
         try:
+            asyncio.run(migrate(dsn, dsn))  # the deploy step (`tenantflow db migrate`): the app never migrates
             recovered = httpx.get(f"{base}/health", timeout=60)
             assert recovered.status_code == 200, recovered.text
             assert recovered.json()["components"]["store"] == {"status": "ok", "backend": "postgres"}

@@ -217,11 +217,11 @@ def test_the_catalog_looks_at_a_cached_flow_file_at_most_every_recheck_interval(
     path = tmp_path / "flow.yaml"
     path.write_text(source)
     catalog = FlowCatalog(tmp_path, {"default"}, recheck_seconds=3600)
-    first = catalog.get(str(path))
+    first = catalog.load_reference(str(path))
     path.write_text(source.replace("grounded-answer", "renamed-answer"))
     os.utime(path, (1, 1))
-    assert catalog.get(str(path)) is first  # no stat within the interval
-    assert FlowCatalog(tmp_path, {"default"}, recheck_seconds=0).get(str(path)).id == "renamed-answer"
+    assert catalog.load_reference(str(path)) is first  # no stat within the interval
+    assert FlowCatalog(tmp_path, {"default"}, recheck_seconds=0).load_reference(str(path)).id == "renamed-answer"
 
 
 async def test_a_bad_setting_at_start_up_is_a_503_naming_the_setting_and_no_value(monkeypatch):
@@ -233,3 +233,35 @@ async def test_a_bad_setting_at_start_up_is_a_503_naming_the_setting_and_no_valu
     assert problem["detail"] == "the app setting TENANTFLOW_STORE is missing or malformed"
     assert "hunter2" not in response.get_body().decode()
     assert runtime.services_instance is None  # nothing half-built is kept: the next request tries again
+
+
+@pytest.mark.parametrize("name, route, raw, status, field", [
+    ("start_run", {"flow": "support-reply"}, b'{"inputs": {"ticket": ' + b"[" * 10_000 + b"]" * 10_000 + b"}}", 400,
+     "body"),
+    ("start_run", {"flow": "support-reply"}, b'{"inputs": {"ticket": ' + b"9" * 5_000 + b"}}", 400, "body"),
+    ("start_run", {"flow": "support-reply"}, b'{"inputs": {"\\ud800": "x"}}', 400, "body"),
+    ("start_run", {"flow": "support\x00reply"}, b"{}", 404, "flow"),
+    ("start_run", {"flow": "x" * 10_000}, b"{}", 404, "flow"),
+    ("get_run", {"run_id": "run\x00id"}, b"", 404, "run_id"),
+])
+async def test_malformed_requests_are_4xx_problem_details(app, name, route, raw, status, field):
+    """Issue 11 §5: cheap malformed input is refused with problem details naming the field, never a 500."""
+    key = await app.tenant("contoso")
+    response = await app.http(name, "POST" if name == "start_run" else "GET", "x", raw, {"x-api-key": key},
+                              route=route)
+    problem = body(response)
+    assert response.status_code == status and response.headers["content-type"] == "application/problem+json"
+    assert problem["status"] == status and field in json.dumps(problem.get("errors", problem["detail"]))
+    assert app.model.requests == []
+
+
+@pytest.mark.parametrize("stamp", ["²", "9" * 5_000, ""])
+async def test_malformed_webhook_stamps_are_401(app, stamp):
+    await app.tenant("contoso")
+    response = await app.http("webhook", "POST", "hooks/contoso/ticket-webhook", b"{}",
+                              {"x-tenantflow-signature": f"t={stamp},v1={'a' * 64}"},
+                              route={"tenant": "contoso", "flow": "ticket-webhook"})
+    assert response.status_code == 401 and body(response)["status"] == 401
+    tenant_nul = await app.http("webhook", "POST", "hooks/x/y", b"{}", {}, route={"tenant": "con\x00toso",
+                                                                                  "flow": "ticket-webhook"})
+    assert tenant_nul.status_code == 404

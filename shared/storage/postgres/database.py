@@ -40,8 +40,9 @@ class EntraTokenPassword:
         return str(token.token)
 
 
-class SchemaNotReady(RuntimeError):
-    """The database schema is behind this app's code; the message names the migration and the command to run."""
+class SchemaNotReady(StoreUnavailable):
+    """The database schema is behind this app's code (answered as an unavailable store, 503); the message names
+    the migration and the command to run."""
 
 
 class PostgresDatabase:
@@ -65,15 +66,28 @@ class PostgresDatabase:
 
     async def open(self) -> None:
         try:
-            await self.pool.open(wait=True, timeout=30)
+            await self.pool.open(wait=True, timeout=10)  # a request waits at most this for a server that is down
         except PoolTimeout as exc:
             await self.pool.close()
-            raise self.unavailable(exc) from None
+            raise await self.why_not(exc) from None
         try:
             await self.check_schema()
         except BaseException:
             await self.pool.close()
             raise
+
+    async def why_not(self, timeout: PoolTimeout) -> StoreUnavailable:
+        """The reason no connection could be made (refused, authentication, …), from one direct attempt."""
+        options: Any = self.pool.kwargs
+        try:
+            kwargs = await options() if callable(options) else dict(options or {})
+            connection = await AsyncConnection.connect(str(self.pool.conninfo), connect_timeout=5, **kwargs)
+        except OperationalError as exc:
+            return self.unavailable(exc)
+        except Exception:  # noqa: BLE001 - any other failure: report the pool's timeout
+            return self.unavailable(timeout)
+        await connection.close()
+        return self.unavailable(timeout)
 
     async def check_schema(self) -> None:
         """The app never migrates: a schema behind the code stops it with the migration to apply."""
