@@ -12,10 +12,11 @@ from shared.connections.allowlist import EndpointAllowlist
 from shared.connections.azure_credential import AppAzureCredential
 from shared.connections.encryption import SecretBox, dev_key_file_keys
 from shared.connections.keyvault import KeyVaultSecretResolver, SecretResolver
-from shared.connections.openai_model import ClientCache, OpenAIModelPort, outbound_http_client
+from shared.connections.openai_model import MAX_RETRY_WAIT, ClientCache, OpenAIModelPort, outbound_http_client
 from shared.connections.static import load_settings_connections
 from shared.engine.executor import FlowExecutor
 from shared.engine.ports import Connection, ModelPort
+from shared.engine.worst_case import ModelCallLimits
 from shared.services.catalog import FlowCatalog
 from shared.services.credentials import CredentialService
 from shared.services.prices import PriceBook
@@ -98,7 +99,9 @@ async def build_services(settings: Settings | None = None, *, stores: Stores | N
     def executor_factory(metered: ModelPort) -> FlowExecutor:
         return FlowExecutor(metered, credentials, endpoints, connections)
 
-    runs = RunService(stores, catalog, model, executor_factory, prices, now=clock.now, queue=queue)
+    runs = RunService(stores, catalog, model, executor_factory, prices, now=clock.now, queue=queue,
+                      sync_limit_seconds=settings.sync_limit_seconds, call_limits=ModelCallLimits(
+                          settings.model_timeout_seconds, settings.model_max_attempts, MAX_RETRY_WAIT))
     usage = UsageService(stores.usage_queries, stores.budgets)
     return Services(settings, stores, catalog, connections, endpoints, model, prices, box, tenants, credentials, runs,
                     queue, QueueWorker(runs), ScheduleService(stores.schedules, catalog, runs, queue, clock), usage,

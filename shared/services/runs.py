@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -15,11 +16,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from shared.engine.errors import FlowError
 from shared.engine.executor import FlowExecutor, RunContext, RunObserver, RunOutcome
 from shared.engine.inputs import coerce_inputs
 from shared.engine.model import Flow
 from shared.engine.ports import ModelPort
-from shared.services.catalog import FlowCatalog
+from shared.engine.worst_case import ModelCallLimits, flow_worst_case_seconds
+from shared.services.catalog import FlowCatalog, FlowNotFound
 from shared.services.metering import FUNCTION_TIMEOUT, MeteredModelPort, RunBook
 from shared.services.prices import PriceBook
 from shared.services.run_queue import QueueNotConfigured, RunQueue, UnconfiguredRunQueue
@@ -88,8 +91,11 @@ def new_run_id() -> str:
 class RunService:
     def __init__(self, stores: Stores, catalog: FlowCatalog, model: ModelPort, executor_factory: Callable[
             [ModelPort], FlowExecutor], prices: PriceBook, now: Callable[[], datetime] | None = None,
-                 queue: RunQueue | None = None) -> None:
+                 queue: RunQueue | None = None, sync_limit_seconds: float = math.inf,
+                 call_limits: ModelCallLimits | None = None) -> None:
         self.stores = stores
+        self.sync_limit_seconds = sync_limit_seconds  # a sync request for a longer flow runs from the queue
+        self.call_limits = call_limits
         self.queue = queue or UnconfiguredRunQueue()
         self.catalog = catalog
         self.model = model
@@ -174,7 +180,11 @@ class RunService:
         run id derives from (tenant, key), so concurrent twins make one run, and a replay answers the stored run
         (re-sending a run still `queued`, whose message may have been lost). Raises IdempotencyConflict when the
         key was used with another request, QueueUnavailable when the queue refuses the message, and the
-        refusals of `prepare` (`tenant`: the caller's, already authenticated, as there)."""
+        refusals of `prepare` (`tenant`: the caller's, already authenticated, as there). A sync request for a flow
+        whose worst case exceeds the sync limit is queued instead (when a queue is configured): the front end
+        would cut it off."""
+        if wait and self.too_long_to_wait(flow_ref):
+            wait = False
         if idempotency_key:
             previous = await self.stores.runs.find_by_idempotency_key(tenant_id, idempotency_key)
             if previous is not None:
@@ -198,6 +208,15 @@ class RunService:
         if prepared.run.status == "queued":  # new, or a concurrent twin's: the worker dedupes copies
             await self.enqueue(prepared.run, keep_on_failure=idempotency_key is not None)
         return StartedRun(prepared.run, accepted=True)
+
+    def too_long_to_wait(self, flow_ref: str) -> bool:
+        if self.call_limits is None or isinstance(self.queue, UnconfiguredRunQueue):
+            return False
+        try:
+            flow = self.catalog.get(flow_ref)
+        except (FlowNotFound, FlowError):
+            return False  # refused with its reason by prepare
+        return flow_worst_case_seconds(flow, self.call_limits) > self.sync_limit_seconds
 
     async def enqueue(self, run: RunRecord, keep_on_failure: bool) -> None:
         """Sends the run's message. If the queue refuses it, the run stays `queued` when the client can retry

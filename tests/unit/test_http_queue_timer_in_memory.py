@@ -265,3 +265,26 @@ async def test_malformed_webhook_stamps_are_401(app, stamp):
     tenant_nul = await app.http("webhook", "POST", "hooks/x/y", b"{}", {}, route={"tenant": "con\x00toso",
                                                                                   "flow": "ticket-webhook"})
     assert tenant_nul.status_code == 404
+
+
+async def test_a_sync_request_for_a_flow_longer_than_the_sync_limit_is_queued(tmp_path):
+    """Issue 12: support-reply's worst case (one model call: 3 × 45 s + 2 × 30 s) is over a 100 s sync limit, so
+    a sync request answers 202 + Location and the run goes to the queue; under the limit it runs at once."""
+    for limit, expected in ((100.0, 202), (200.0, 200)):
+        clock = ManualClock(datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC))
+        stores, queue, model = InMemoryStores(clock), InMemoryRunQueue(), FakeModel()
+        settings = dataclasses.replace(base_settings(tmp_path), sync_limit_seconds=limit)
+        svc = await build_services(settings, stores=stores, queue=queue, clock=clock, model=model)
+        runtime.use(svc)
+        try:
+            app = App(svc, stores.state, queue, clock, model)
+            response = await app.start(await app.tenant("contoso"))
+            assert response.status_code == expected, response.get_body()
+            if expected == 202:
+                assert response.headers["location"] == f"/api/runs/{body(response)['run_id']}"
+                assert [m["run_id"] for m in queue.messages] == [body(response)["run_id"]] and model.requests == []
+            else:
+                assert queue.messages == [] and len(model.requests) == 1
+        finally:
+            runtime.use(None)
+            await svc.close()
