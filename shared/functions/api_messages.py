@@ -4,7 +4,7 @@ Kept free of heavy imports: the HTTP blueprint imports it at start-up."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ class ApiResponse:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    stream: AsyncIterator[bytes] | None = None  # a body sent as it is produced (server-sent events), after `body`
 
     def __post_init__(self) -> None:
         # a JSON answer ends with a newline (curl output then ends its line), whichever helper built it

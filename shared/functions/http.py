@@ -48,8 +48,14 @@ async def answer(request: ApiRequest, handler: Handler) -> ApiResponse:
 
 
 async def respond(req: func.HttpRequest, handler: Handler) -> func.HttpResponse:
+    """A streamed answer (server-sent events) is sent whole once it ends: the Functions host delivers an
+    HttpResponse at once (incremental delivery there needs the HTTP streams extension); `tenantflow serve`
+    streams it as it comes (shared.functions.local_server)."""
     response = await answer(to_api(req), handler)
-    return func.HttpResponse(body=response.body, status_code=response.status, headers=response.headers)
+    body = response.body
+    if response.stream is not None:
+        body += b"".join([chunk async for chunk in response.stream])
+    return func.HttpResponse(body=body, status_code=response.status, headers=response.headers)
 
 
 @bp.route(route="flows/{flow}/runs", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)

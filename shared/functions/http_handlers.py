@@ -5,9 +5,11 @@ when the host indexes the app."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
-from collections.abc import Callable
+import json
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,7 +27,7 @@ from shared.functions.request_checks import (
 if TYPE_CHECKING:
     from shared.bootstrap import Services
     from shared.services.usage import UsageQuery
-    from shared.storage.models import RunRecord
+    from shared.storage.models import RunRecord, Tenant
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_IDEMPOTENCY_KEY = 200
@@ -89,6 +91,8 @@ async def start_run(svc: Services, request: ApiRequest) -> ApiResponse:
     tenant = await caller(svc, request)
     flow = checked(lambda: check_flow_id(request.route.get("flow")))
     inputs = run_inputs(request)
+    if "text/event-stream" in (request.header("accept") or ""):
+        return await streamed_run(svc, tenant, flow, inputs)
     wait = request.query.get("wait", "true").lower() not in ("false", "0", "no")
     key = request.header("idempotency-key")
     if key and len(key) > MAX_IDEMPOTENCY_KEY:
@@ -97,6 +101,51 @@ async def start_run(svc: Services, request: ApiRequest) -> ApiResponse:
                                    idempotency_key=key or None, request_hash=hashlib.sha256(request.body).hexdigest(),
                                    tenant=tenant)
     return run_response(started.run, accepted=started.accepted)
+
+
+RUNNING: set[asyncio.Task[Any]] = set()  # streamed runs go on when their client leaves: keep them referenced
+
+
+async def streamed_run(svc: Services, tenant: Tenant, flow: str, inputs: dict[str, Any]) -> ApiResponse:
+    """`Accept: text/event-stream`: the run's events as SSE — `step` ({id, status, duration_ms, usage}) when a step
+    starts or finishes, `token` ({step, delta}) for streamed content, and a last `run` (the run object) or `error`
+    (problem details). The run is a task of its own: a client that disconnects does not stop it, and its usage is
+    recorded once, as for any run. Refusals (unknown flow, invalid input, …) are answered before the stream."""
+    from shared.engine.observer import QueuedRunEvents
+
+    prepared = await svc.runs.prepare(tenant.id, flow, inputs, "http", record=False, tenant=tenant)
+    assert prepared.flow is not None  # a new run (no run id was given)
+    events = QueuedRunEvents()
+    task = asyncio.create_task(svc.runs.execute(prepared.run, prepared.flow, prepared.tenant, stored=prepared.stored,
+                                                observer=events))
+    RUNNING.add(task)
+
+    def ended(done: asyncio.Task[Any]) -> None:
+        RUNNING.discard(done)
+        events.close()
+
+    task.add_done_callback(ended)
+    return ApiResponse(200, b"", {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store",
+                                  "location": f"/api/runs/{prepared.run.run_id}"}, stream=sse_events(events, task))
+
+
+def sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+async def sse_events(events: Any, task: asyncio.Task[Any]) -> AsyncIterator[bytes]:
+    from shared.functions.problems import problem_for
+    from shared.services.runs import run_to_json
+
+    async for event, data in events:
+        yield sse(event, data)
+    try:
+        run = await asyncio.shield(task)  # a reader that goes away cancels this wait, never the run
+    except Exception as exc:
+        problem = problem_for(exc) or ProblemDetails(500, "Internal error", "the run failed; it has been logged")
+        yield sse("error", json.loads(problem.response("").body))
+        return
+    yield sse("run", run_to_json(run))
 
 
 async def get_run(svc: Services, request: ApiRequest) -> ApiResponse:

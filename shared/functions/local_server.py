@@ -52,19 +52,38 @@ def create_asgi_app() -> Any:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    def endpoint(user_function: Any) -> Any:
+    def endpoint(route: str, user_function: Any) -> Any:
         async def handle(request: Request) -> Response:
             # starlette's own mappings go in as they are: HttpRequest keeps its one lower-cased copy of the headers
             http_request = func.HttpRequest(
                 method=request.method, url=str(request.url), headers=request.headers, params=request.query_params,
                 route_params=request.path_params, body=await request.body())
+            if route == STREAMED_ROUTE and "text/event-stream" in request.headers.get("accept", ""):
+                return await streamed(http_request)
             answer = await user_function(http_request)
             return Response(answer.get_body(), status_code=answer.status_code, headers=answer.headers)
 
         return handle
 
-    routes = [Route(f"/api/{route}", endpoint(fn), methods=methods) for route, methods, fn in http_functions()]
+    routes = [Route(f"/api/{route}", endpoint(route, fn), methods=methods) for route, methods, fn in http_functions()]
     return Starlette(routes=routes)
+
+
+STREAMED_ROUTE = "flows/{flow}/runs"
+
+
+async def streamed(http_request: Any) -> Any:
+    """A run asked for as server-sent events: the same handler as the Functions host's, but its events are sent
+    as they happen (the host sends them whole at the end, see shared.functions.http.respond)."""
+    from starlette.responses import Response, StreamingResponse
+
+    from shared.functions import http_handlers
+    from shared.functions.http import answer, to_api
+
+    response = await answer(to_api(http_request), http_handlers.start_run)
+    if response.stream is None:  # refused before the run started: problem details
+        return Response(response.body, status_code=response.status, headers=response.headers)
+    return StreamingResponse(response.stream, status_code=response.status, headers=response.headers)
 
 
 @asynccontextmanager
