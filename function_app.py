@@ -1,12 +1,14 @@
-"""The Azure Functions app: creates it, sets up logging, registers one blueprint per trigger surface."""
+"""The Azure Functions app: creates it, sets up logging and telemetry, registers one blueprint per trigger surface."""
 
 import logging
 
 import azure.functions as func
 
 from shared.functions import http, queue, timer
+from shared.telemetry import configure_telemetry
 
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+configure_telemetry()  # Azure Monitor / OTLP / console spans, only when their setting is present
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(http.bp)

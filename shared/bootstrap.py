@@ -29,6 +29,7 @@ from shared.services.usage import UsageService
 from shared.settings import Settings
 from shared.storage.factory import open_stores
 from shared.storage.ports import Stores
+from shared.telemetry import TracedModelPort, telemetry_configured
 
 
 @dataclass
@@ -87,6 +88,8 @@ async def build_services(settings: Settings | None = None, *, stores: Stores | N
     model = model or OpenAIModelPort(endpoints, ClientCache(
         lambda: outbound_http_client(endpoints, None), token_credential=azure_credential),
         max_attempts=settings.model_max_attempts, timeout=settings.model_timeout_seconds)
+    if telemetry_configured():  # a span and metrics per model call (never the messages)
+        model = TracedModelPort(model, prices=prices)
     tenants = TenantService(stores.tenants, box, stores.replay, clock)
     credentials = CredentialService(stores.credentials, stores.tenants, box, endpoints,
                                     resolver=secret_resolver or KeyVaultSecretResolver(

@@ -31,6 +31,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from shared.engine.observer import RunObserver, StepOutcome
 from shared.engine.ports import ChatRequest, ChatResult, ModelPort, StepFailure
 from shared.engine.usage import TokenUsage
 
@@ -235,6 +236,35 @@ class Telemetry:
 class RunOutcome:
     status: str | None = None
     error_code: str | None = None
+
+
+class StepSpans(RunObserver):
+    """A span per step of a run (a child of the run's span), from the run's observer events: started when the step
+    starts, ended with its status and token usage when it finishes."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+        self.open: dict[tuple[str, int], Any] = {}
+
+    def step_started(self, step: StepOutcome) -> None:
+        attributes: dict[str, Any] = {"step.id": step.id, "step.kind": step.kind, "step.iteration": step.iteration}
+        run = CURRENT_RUN.get()
+        if run is not None:
+            attributes.update({"tenant.id": run.tenant_id, "flow.id": run.flow_id, "run.id": run.run_id})
+        self.open[(step.id, step.iteration)] = self.telemetry.tracer.start_span(f"step {step.id}",
+                                                                                attributes=attributes)
+
+    def step_finished(self, step: StepOutcome) -> None:
+        span = self.open.pop((step.id, step.iteration), None)
+        if span is None:
+            return
+        span.set_attribute("step.status", step.status)
+        if step.usage is not None:
+            span.set_attributes({"gen_ai.usage.input_tokens": step.usage.prompt_tokens,
+                                 "gen_ai.usage.output_tokens": step.usage.completion_tokens})
+        if step.status == "failed":
+            mark_error(span, step.error_code or "step_failed")
+        span.end()
 
 
 def mark_error(span: Any, code: str) -> None:

@@ -50,6 +50,25 @@ class RunObserver:
         """A content delta of a `chat_completion` step with `stream: true`."""
 
 
+class ObserverFanOut(RunObserver):
+    """Hands every event to each of several observers (e.g. a streamed response and the run's trace)."""
+
+    def __init__(self, *observers: RunObserver) -> None:
+        self.observers = observers
+
+    def step_started(self, step: StepOutcome) -> None:
+        for observer in self.observers:
+            notify(observer.step_started, step)
+
+    def step_finished(self, step: StepOutcome) -> None:
+        for observer in self.observers:
+            notify(observer.step_finished, step)
+
+    def token(self, step_id: str, iteration: int, delta: str) -> None:
+        for observer in self.observers:
+            notify(observer.token, step_id, iteration, delta)
+
+
 class QueuedRunEvents(RunObserver):
     """A run's events in order, for a streamed response: `("step", {id, status, duration_ms, usage, …})` when a
     step starts or finishes and `("token", {step, iteration, delta})` for streamed content. Queuing never blocks

@@ -246,7 +246,25 @@ class RunService:
                       observer: RunObserver | None = None) -> RunRecord:
         """Runs the flow, metered. Store transactions: the first (creating the run when `stored` is False) goes
         with the first model call's reserve, each charge with the next transaction, and the last holds the
-        run's final state. A run that fails because of the app raises RunNotCompleted (never a 200)."""
+        run's final state. A run that fails because of the app raises RunNotCompleted (never a 200). With
+        telemetry configured, the run and each step are spans (shared.telemetry)."""
+        from shared.telemetry import telemetry_configured
+
+        if not telemetry_configured():
+            return await self.carry_out(run, flow, tenant, stored, observer)
+        from shared.engine.observer import ObserverFanOut
+        from shared.telemetry import StepSpans, telemetry
+
+        traced = telemetry()
+        with traced.run_span(tenant.id, flow.id, run.run_id, run.trigger) as span:
+            steps = StepSpans(traced)
+            done = await self.carry_out(run, flow, tenant, stored,
+                                        ObserverFanOut(observer, steps) if observer else steps)
+            span.status, span.error_code = done.status, done.usage.get("error_code")
+            return done
+
+    async def carry_out(self, run: RunRecord, flow: Flow, tenant: Tenant, stored: bool,
+                        observer: RunObserver | None) -> RunRecord:
         book = RunBook(self.stores.bookkeeping, tenant.id, new_run=None if stored else run)
         metered = MeteredModelPort(self.model, book, self.prices, run.run_id, flow.id,
                                    lambda: self.budget(tenant.id), now=self.now)

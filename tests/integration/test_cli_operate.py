@@ -257,3 +257,37 @@ def test_tenant_members_map_principals_to_tenants(cli):
     code, _, err = cli("tenants", "members", "remove", "contoso", "ann@contoso.com")
     assert code == 2 and "tenant contoso has no member ann@contoso.com" in err
     assert cli("tenants", "members", "list", "contoso")[1] == ""
+
+
+def test_a_run_is_one_trace_of_run_step_and_model_call_spans(tmp_path, emulator):
+    """Issue 15: with OTEL_TRACES_EXPORTER=console, a run prints its spans as JSON on stderr — the run, each step,
+    and each model call with the GenAI attributes — all in one trace, with no prompt text and no key."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TENANTFLOW_")},
+           "TENANTFLOW_SQLITE_PATH": str(tmp_path / "spans.db"), "TENANTFLOW_ALLOWED_HOSTS": "127.0.0.1",
+           "TENANTFLOW_DEFAULT_ENDPOINT": emulator.base_url,
+           "TENANTFLOW_ENCRYPTION_KEY": "k1:" + base64.b64encode(b"s" * 32).decode()}
+
+    def tenantflow(*args: str, stdin: str | None = None, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "shared.cli", *args], input=stdin, env={**env, **extra},
+                              capture_output=True, text=True, timeout=60)
+
+    tenantflow("tenants", "add", "contoso")
+    tenantflow("credentials", "set", "contoso", "foundry", "--kind", "azure_openai", "--endpoint", emulator.base_url,
+               "--api-key-stdin", stdin=KEY + "\n")
+    result = tenantflow("run", "support-reply", "--tenant", "contoso", "--input", "ticket=Where is parcel 7781?",
+                        "--json", OTEL_TRACES_EXPORTER="console")
+    assert result.returncode == 0, result.stderr
+    run = json.loads(result.stdout)
+    spans = {span["name"]: span for span in (json.loads(line) for line in result.stderr.splitlines()
+                                             if line.startswith("{"))}
+    assert {"run support-reply", "step creds", "step connect", "step draft", "chat gpt-4o-mini"} <= set(spans)
+    assert len({span["context"]["trace_id"] for span in spans.values()}) == 1
+    root = spans["run support-reply"]
+    assert root["attributes"]["run.id"] == run["run_id"] and root["attributes"]["tenant.id"] == "contoso"
+    assert root["attributes"]["run.status"] == "succeeded"
+    assert spans["step draft"]["parent_id"] == root["context"]["span_id"]
+    chat = spans["chat gpt-4o-mini"]["attributes"]
+    assert chat["gen_ai.system"] == "az.ai.openai" and chat["gen_ai.request.model"] == "gpt-4o-mini"
+    assert chat["gen_ai.response.model"] and chat["run.id"] == run["run_id"] and chat["flow.id"] == "support-reply"
+    assert chat["gen_ai.usage.input_tokens"] + chat["gen_ai.usage.output_tokens"] == run["usage"]["total_tokens"]
+    assert KEY not in result.stderr and "parcel 7781" not in result.stderr
