@@ -12,7 +12,8 @@ from shared.connections.allowlist import EndpointAllowlist
 from shared.connections.azure_credential import AppAzureCredential
 from shared.connections.encryption import SecretBox, dev_key_file_keys
 from shared.connections.keyvault import KeyVaultSecretResolver, SecretResolver
-from shared.connections.openai_model import MAX_RETRY_WAIT, ClientCache, OpenAIModelPort, outbound_http_client
+from shared.connections.openai_model import MAX_RETRY_WAIT, ClientCache, OpenAIModelPort
+from shared.connections.outbound import OutboundSession
 from shared.connections.static import load_settings_connections
 from shared.engine.executor import FlowExecutor
 from shared.engine.ports import Connection, ModelPort
@@ -85,9 +86,9 @@ async def build_services(settings: Settings | None = None, *, stores: Stores | N
     prices = PriceBook.load(settings.prices_file)
     box = SecretBox(settings.encryption_keys)
     stores = stores or await open_stores(settings, azure_credential)
-    model = model or OpenAIModelPort(endpoints, ClientCache(
-        lambda: outbound_http_client(endpoints, None), token_credential=azure_credential),
-        max_attempts=settings.model_max_attempts, timeout=settings.model_timeout_seconds)
+    clients = ClientCache(OutboundSession(endpoints), token_credential=azure_credential)
+    model = model or OpenAIModelPort(endpoints, clients, max_attempts=settings.model_max_attempts,
+                                     timeout=settings.model_timeout_seconds)
     if telemetry_configured():  # a span and metrics per model call (never the messages)
         model = TracedModelPort(model, prices=prices)
     tenants = TenantService(stores.tenants, box, stores.replay, clock, key_cache_ttl=settings.api_key_cache_ttl)
