@@ -28,6 +28,7 @@ from shared.functions.request_checks import check_run_id, check_tenant_segment
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
+    from shared.storage.models import Tenant
     from shared.web.dashboard import DashboardView, RunView
 
 RECENT_RUNS = 20
@@ -68,15 +69,16 @@ async def dashboard(svc: Services, request: ApiRequest) -> ApiResponse:
         return open_link(svc, request)
     try:
         viewer = await dashboard_viewer(svc, request)
-        tenant = await picked_tenant(svc, request, viewer)
+        shown = await picked_tenant(svc, request, viewer)
     except ProblemDetails as problem:
         return refused(request, problem)
+    tenant = shown.id if shown else None
     if request.query.get("format"):
         groups = TENANT_GROUPS + (("tenant",) if tenant is None else ())
         query = usage_query(request, tenant, groups)
         return summary_response(await svc.usage.summary(query), request)
     try:
-        view = await dashboard_view(svc, request, viewer, tenant)
+        view = await dashboard_view(svc, request, viewer, shown)
     except ProblemDetails as problem:
         return refused(request, problem)
     from shared.web.dashboard import render_dashboard
@@ -138,26 +140,24 @@ async def dashboard_viewer(svc: Services, request: ApiRequest) -> Viewer:
                          "(tenantflow dashboard-link TENANT), sign in, or send x-api-key")
 
 
-async def picked_tenant(svc: Services, request: ApiRequest, viewer: Viewer) -> str | None:
+async def picked_tenant(svc: Services, request: ApiRequest, viewer: Viewer) -> Tenant | None:
     """The tenant shown: ?tenant= among those the viewer may see (the operator: any, or None for all); else the
     viewer's first. A tenant the viewer may not see is as unknown as a missing one (404)."""
     wanted = request.query.get("tenant") or None
     if wanted is not None:
         wanted = checked(lambda: check_tenant_segment(wanted))
-    if viewer.operator:
-        if wanted is not None and await svc.stores.tenants.get(wanted) is None:
-            raise ProblemDetails(404, "Not found", f"no tenant {wanted!r}")
-        return wanted
-    if wanted is not None and wanted not in viewer.tenants:
+    if viewer.operator and wanted is None:
+        return None
+    if not viewer.operator and wanted is not None and wanted not in viewer.tenants:
         raise ProblemDetails(404, "Not found", f"no tenant {wanted!r}")
     tenant_id = wanted or viewer.tenants[0]
     tenant = await svc.stores.tenants.get(tenant_id)
     if tenant is None:
         raise ProblemDetails(404, "Not found", f"no tenant {tenant_id!r}")
-    return active(tenant).id
+    return tenant if viewer.operator else active(tenant)
 
 
-async def dashboard_view(svc: Services, request: ApiRequest, viewer: Viewer, tenant: str | None) -> DashboardView:
+async def dashboard_view(svc: Services, request: ApiRequest, viewer: Viewer, shown: Tenant | None) -> DashboardView:
     """The page's view model, from the usage read model, the budget and the run history."""
     from shared.storage.ports import GROUP_KEYS
     from shared.web.dashboard import (
@@ -172,6 +172,7 @@ async def dashboard_view(svc: Services, request: ApiRequest, viewer: Viewer, ten
         usage_line,
     )
 
+    tenant = shown.id if shown else None
     today = svc.clock.now().astimezone(UTC).date()
     query = usage_query(request, tenant, GROUP_KEYS, default_from=today.replace(day=1).isoformat(),
                         default_to=today.isoformat())
@@ -202,9 +203,8 @@ async def dashboard_view(svc: Services, request: ApiRequest, viewer: Viewer, ten
     day_rows = [DayUsage(date.fromisoformat(row["day"]), line.prompt_tokens, line.completion_tokens,
                          line.total_tokens, line.cost, line.runs)
                 for row in summaries["day"]["rows"] for line in [usage_line(row["day"], row)]]
-    names = {choice.id: choice.name for choice in choices}
     return DashboardView(
-        title=(f"Usage of {names.get(tenant, tenant)}" if tenant else "Usage of all tenants"),
+        title=f"Usage of {shown.name}" if shown else "Usage of all tenants",
         start=start, end=end, today=today, currency=svc.prices.currency, operator=viewer.operator, tenant=tenant,
         totals=usage_line("total", summaries["day"]["totals"]), days=fill_days(start, end, day_rows),
         by_key=lines["key"], by_flow=lines["flow"], by_model=lines["model"],
