@@ -11,8 +11,9 @@ Nothing is imported or configured at import time. `configure_telemetry()` (calle
 With none of them set, telemetry is *not configured*: the API's no-op providers stay, and that is not an error.
 
 What goes into spans and metrics: ids (`tenant.id`, `flow.id`, `run.id`, step ids), model and deployment names,
-token counts, durations, costs, status and error *codes*. Never prompt or completion text, never a secret, never an
-error message (it may quote a prompt); `tests/unit/test_telemetry.py` has a canary test for that.
+token counts, durations, costs, status and error *codes*. Never a secret, never an error message (it may quote a
+prompt), and no prompt or completion text unless TENANTFLOW_CAPTURE_PROMPTS=true opts into it (model-call spans
+then carry the messages); `tests/unit/test_telemetry.py` has a canary test for that.
 """
 
 from __future__ import annotations
@@ -291,12 +292,16 @@ def gen_ai_system(request: ChatRequest) -> str:
 
 class TracedModelPort(ModelPort):
     """Wraps a ModelPort: one CLIENT span per call (`chat <model>`, GenAI attributes, the run's ids), token and
-    duration metrics, cost by tenant and model (with `prices`), and model errors by code. Never records messages."""
+    duration metrics, cost by tenant and model (with `prices`), and model errors by code. Messages are recorded only
+    with `capture_content` (TENANTFLOW_CAPTURE_PROMPTS=true): the span then carries `gen_ai.input.messages` and
+    `gen_ai.output.messages` (JSON, as the GenAI semantic conventions name them)."""
 
-    def __init__(self, inner: ModelPort, telemetry: Telemetry | None = None, prices: Prices | None = None) -> None:
+    def __init__(self, inner: ModelPort, telemetry: Telemetry | None = None, prices: Prices | None = None,
+                 capture_content: bool = False) -> None:
         self.inner = inner
         self.telemetry = telemetry
         self.prices = prices
+        self.capture_content = capture_content
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         from opentelemetry.trace import SpanKind
@@ -317,6 +322,8 @@ class TracedModelPort(ModelPort):
         if run is not None:
             attributes.update({"tenant.id": run.tenant_id, "flow.id": run.flow_id, "run.id": run.run_id})
             labels["tenant.id"] = run.tenant_id
+        if self.capture_content:
+            attributes["gen_ai.input.messages"] = json.dumps(request.messages, ensure_ascii=False, default=str)
         started = time.perf_counter()
         with t.tracer.start_as_current_span(f"chat {request.model}", kind=SpanKind.CLIENT,
                                             attributes=attributes) as span:
@@ -334,6 +341,9 @@ class TracedModelPort(ModelPort):
                 "gen_ai.usage.output_tokens": usage.completion_tokens,
                 "gen_ai.response.finish_reasons": [result.finish_reason] if result.finish_reason else [],
             })
+            if self.capture_content:
+                span.set_attribute("gen_ai.output.messages", json.dumps(
+                    [{"role": result.role, "content": result.content}], ensure_ascii=False))
             measured = {**labels, "gen_ai.response.model": result.model or request.model}
             t.operation_duration.record(time.perf_counter() - started, measured)
             for token_type, count in (("input", usage.prompt_tokens), ("output", usage.completion_tokens)):
