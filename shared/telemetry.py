@@ -50,6 +50,8 @@ class RunLabels:
 
 
 CURRENT_RUN: ContextVar[RunLabels | None] = ContextVar("tenantflow_current_run", default=None)
+# the open step spans of the current run, by (step id, iteration): a model call is a child of its step's span
+OPEN_STEPS: ContextVar[dict[tuple[str, int], Any] | None] = ContextVar("tenantflow_open_steps", default=None)
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,7 @@ class Telemetry:
         outcome = RunOutcome()
         labels = RunLabels(tenant_id, flow_id, run_id)
         token = CURRENT_RUN.set(labels)
+        steps_token = OPEN_STEPS.set({})
         started = time.perf_counter()
         attributes = {"tenant.id": tenant_id, "flow.id": flow_id, "run.id": run_id, "tenantflow.trigger": trigger}
         try:
@@ -204,6 +207,7 @@ class Telemetry:
                     if outcome.status in ("failed", "rejected", "interrupted"):
                         mark_error(span, outcome.error_code or outcome.status)
         finally:
+            OPEN_STEPS.reset(steps_token)
             CURRENT_RUN.reset(token)
             self.run_duration.record(time.perf_counter() - started, {
                 "tenant.id": tenant_id, "flow.id": flow_id, "run.status": outcome.status or "unknown"})
@@ -252,11 +256,17 @@ class StepSpans(RunObserver):
         run = CURRENT_RUN.get()
         if run is not None:
             attributes.update({"tenant.id": run.tenant_id, "flow.id": run.flow_id, "run.id": run.run_id})
-        self.open[(step.id, step.iteration)] = self.telemetry.tracer.start_span(f"step {step.id}",
-                                                                                attributes=attributes)
+        span = self.telemetry.tracer.start_span(f"step {step.id}", attributes=attributes)
+        self.open[(step.id, step.iteration)] = span
+        registry = OPEN_STEPS.get()
+        if registry is not None:
+            registry[(step.id, step.iteration)] = span
 
     def step_finished(self, step: StepOutcome) -> None:
         span = self.open.pop((step.id, step.iteration), None)
+        registry = OPEN_STEPS.get()
+        if registry is not None:
+            registry.pop((step.id, step.iteration), None)
         if span is None:
             return
         span.set_attribute("step.status", step.status)
@@ -304,9 +314,10 @@ class TracedModelPort(ModelPort):
         self.capture_content = capture_content
 
     async def chat(self, request: ChatRequest) -> ChatResult:
-        from opentelemetry.trace import SpanKind
+        from opentelemetry.trace import SpanKind, set_span_in_context
 
         t = self.telemetry or telemetry()
+        step_span = (OPEN_STEPS.get() or {}).get((request.step_id, request.iteration))
         run = CURRENT_RUN.get()
         system = gen_ai_system(request)
         host = urlsplit(request.connection.endpoint).hostname or ""
@@ -325,8 +336,8 @@ class TracedModelPort(ModelPort):
         if self.capture_content:
             attributes["gen_ai.input.messages"] = json.dumps(request.messages, ensure_ascii=False, default=str)
         started = time.perf_counter()
-        with t.tracer.start_as_current_span(f"chat {request.model}", kind=SpanKind.CLIENT,
-                                            attributes=attributes) as span:
+        with t.tracer.start_as_current_span(f"chat {request.model}", kind=SpanKind.CLIENT, attributes=attributes,
+                                            context=set_span_in_context(step_span) if step_span else None) as span:
             try:
                 result = await self.inner.chat(request)
             except StepFailure as exc:

@@ -83,7 +83,8 @@ async def test_an_incoming_traceparent_is_the_parent_of_the_run_span(app, spans)
     assert root.attributes["run.id"] == run["run_id"] and hex_trace(root) == TRACE_ID
     assert root.parent is not None and root.parent.is_remote and format(root.parent.span_id, "016x") == PARENT_ID
     assert {hex_trace(s) for s in spans.get_finished_spans()} == {TRACE_ID}  # steps and the model call too
-    assert {"step draft", "chat gpt-4o-mini"} <= set(by_name)
+    step, call = by_name["step draft"], by_name["chat gpt-4o-mini"]
+    assert step.parent.span_id == root.context.span_id and call.parent.span_id == step.context.span_id
     spans.clear()
     await start(key, {})  # no traceparent: a trace of its own
     assert {hex_trace(s) for s in spans.get_finished_spans()} - {TRACE_ID}
