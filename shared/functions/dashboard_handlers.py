@@ -53,6 +53,12 @@ def is_https(request: ApiRequest) -> bool:
     return request.scheme == "https" or forwarded == "https"
 
 
+def page_path(request: ApiRequest) -> str:
+    """This route's path, for the redirect, the form and the page's links: always one leading slash (`//host/…`
+    would send the browser to another site)."""
+    return "/" + request.path.lstrip("/")
+
+
 def refused(request: ApiRequest, problem: ProblemDetails) -> ApiResponse:
     """The refusal as an HTML page for a browser; problem details (raised) otherwise."""
     if not wants_html(request):
@@ -99,7 +105,7 @@ def open_link(svc: Services, request: ApiRequest) -> ApiResponse:
         return refused(request, ProblemDetails(401, "Unauthenticated", f"{exc}; ask for a new link",
                                                kind="dashboard-link", reason=exc.reason))
     rest = {k: v for k, v in request.query.items() if k != "token"}
-    location = request.path + (f"?{urlencode(rest)}" if rest else "")
+    location = page_path(request) + (f"?{urlencode(rest)}" if rest else "")
     return ApiResponse(303, b"", {"location": location, "cache-control": "no-store",
                                   "set-cookie": session_cookie(token, scope, now, secure=is_https(request))})
 
@@ -177,7 +183,7 @@ async def dashboard_view(svc: Services, request: ApiRequest, viewer: Viewer, sho
     query = usage_query(request, tenant, GROUP_KEYS, default_from=today.replace(day=1).isoformat(),
                         default_to=today.isoformat())
     assert query.start is not None and query.end is not None
-    start, end, page = query.start, query.end, request.path
+    start, end, page = query.start, query.end, page_path(request)
     period = {"from": start.isoformat(), "to": end.isoformat()}
     groups = TENANT_GROUPS + (("tenant",) if tenant is None else ())
     summaries = {group: await svc.usage.summary(replace(query, group_by=group)) for group in groups}

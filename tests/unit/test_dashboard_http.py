@@ -115,6 +115,8 @@ async def test_a_signed_link_becomes_a_cookie_and_a_redirect_to_the_clean_url(bo
     assert "; Secure" in secure.headers["set-cookie"]
     over_https = await board.get({"token": board.link("contoso")}, HTML, url="https://app.example/api/dashboard")
     assert "; Secure" in over_https.headers["set-cookie"]
+    elsewhere = await board.get({"token": board.link("contoso")}, HTML, url="http://localhost//evil.example/x")
+    assert elsewhere.headers["location"] == "/evil.example/x"  # never //host: the redirect stays on this site
 
     page = await board.get({"from": "2026-03-01", "to": "2026-03-14"}, {**HTML, "cookie": cookie_of(opened)})
     html = page.get_body().decode()
