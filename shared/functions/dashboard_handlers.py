@@ -93,6 +93,11 @@ async def dashboard(svc: Services, request: ApiRequest) -> ApiResponse:
                        {"content-type": "text/html; charset=utf-8", "cache-control": "no-store"})
 
 
+def link_keys(svc: Services) -> list[bytes]:
+    """Every configured encryption key: a link signed under any of them opens the page (key rotation)."""
+    return [k.key for k in svc.settings.encryption_keys]
+
+
 def open_link(svc: Services, request: ApiRequest) -> ApiResponse:
     """`?token=…`: a valid link becomes the session cookie and a 303 to the clean URL; any other is a 401."""
     from shared.services.dashboard_access import DashboardLinkError, session_cookie, verify_dashboard_token
@@ -100,7 +105,7 @@ def open_link(svc: Services, request: ApiRequest) -> ApiResponse:
     now = svc.clock.now()
     token = request.query.get("token") or ""
     try:
-        scope = verify_dashboard_token(token, [k.key for k in svc.settings.encryption_keys], now)
+        scope = verify_dashboard_token(token, link_keys(svc), now)
     except DashboardLinkError as exc:
         return refused(request, ProblemDetails(401, "Unauthenticated", f"{exc}; ask for a new link",
                                                kind="dashboard-link", reason=exc.reason))
@@ -127,7 +132,7 @@ async def dashboard_viewer(svc: Services, request: ApiRequest) -> Viewer:
     token = token_from_cookies(request.header("cookie"))
     if token:
         try:
-            scope = verify_dashboard_token(token, [k.key for k in svc.settings.encryption_keys], svc.clock.now())
+            scope = verify_dashboard_token(token, link_keys(svc), svc.clock.now())
             return Viewer(scope.operator, (scope.tenant,) if scope.tenant else ())
         except DashboardLinkError as exc:
             link_error = f"{exc}; ask for a new link"
