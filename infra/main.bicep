@@ -283,6 +283,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'TENANTFLOW_ENCRYPTION_KEY', value: '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/encryption-key)' }
         { name: 'TENANTFLOW_OPERATOR_KEY', value: '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/operator-key)' }
         { name: 'TENANTFLOW_TRUST_EASY_AUTH', value: 'false' }   // true only with App Service Authentication in front
+        { name: 'TENANTFLOW_CAPTURE_PROMPTS', value: 'false' }   // true: model-call spans carry prompts and completions
         { name: 'TENANTFLOW_DEFAULT_ENDPOINT', value: defaultEndpoint }
         { name: 'TENANTFLOW_DEFAULT_API_KEY', value: '' }   // empty: Entra (this identity) or the tenants' own connections
         { name: 'TENANTFLOW_ALLOWED_HOSTS', value: '' }

@@ -89,8 +89,8 @@ async def build_services(settings: Settings | None = None, *, stores: Stores | N
     clients = ClientCache(OutboundSession(endpoints), token_credential=azure_credential)
     model = model or OpenAIModelPort(endpoints, clients, max_attempts=settings.model_max_attempts,
                                      timeout=settings.model_timeout_seconds)
-    if telemetry_configured():  # a span and metrics per model call (never the messages)
-        model = TracedModelPort(model, prices=prices)
+    if telemetry_configured():  # a span and metrics per model call (the messages only with TENANTFLOW_CAPTURE_PROMPTS)
+        model = TracedModelPort(model, prices=prices, capture_content=settings.capture_prompts)
     tenants = TenantService(stores.tenants, box, stores.replay, clock, key_cache_ttl=settings.api_key_cache_ttl)
     credentials = CredentialService(stores.credentials, stores.tenants, box, endpoints,
                                     resolver=secret_resolver or KeyVaultSecretResolver(

@@ -613,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", help="one tenant (default: all)")
     p.add_argument("--from", dest="from_day", metavar="YYYY-MM-DD")
     p.add_argument("--to", dest="to_day", metavar="YYYY-MM-DD")
-    p.add_argument("--group-by", default="day", choices=("day", "model", "flow", "tenant"))
+    p.add_argument("--group-by", default="day", choices=("day", "model", "flow", "tenant", "key"))
     p.add_argument("--format", default="table", choices=("table", "json", "csv"))
     p.add_argument("--json", action="store_true", help="the same as --format json")
 

@@ -43,6 +43,7 @@ SETTING_NAMES = (
     "TENANTFLOW_MODEL_MAX_ATTEMPTS",
     "TENANTFLOW_SYNC_LIMIT_SECONDS",
     "TENANTFLOW_TRUST_EASY_AUTH",
+    "TENANTFLOW_CAPTURE_PROMPTS",
 )
 
 
@@ -80,6 +81,7 @@ class Settings:
     model_max_attempts: int = 3
     sync_limit_seconds: float = 200.0  # a sync run that may take longer answers 202 and runs from the queue
     trust_easy_auth: bool = False  # honour x-ms-client-principal (only behind App Service Authentication)
+    capture_prompts: bool = False  # model-call spans carry the messages and the completion (opt-in)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -108,6 +110,9 @@ class Settings:
         trust_easy_auth = (get("TENANTFLOW_TRUST_EASY_AUTH") or "false").lower()
         if trust_easy_auth not in ("true", "false"):
             raise SettingsError(f"TENANTFLOW_TRUST_EASY_AUTH: must be true or false, got {trust_easy_auth!r}")
+        capture_prompts = (get("TENANTFLOW_CAPTURE_PROMPTS") or "false").lower()
+        if capture_prompts not in ("true", "false"):
+            raise SettingsError(f"TENANTFLOW_CAPTURE_PROMPTS: must be true or false, got {capture_prompts!r}")
         defaults = cls()
 
         def number(name: str, default: float, minimum: float, maximum: float, integer: bool = False) -> float:
@@ -153,6 +158,7 @@ class Settings:
             model_max_attempts=int(number("TENANTFLOW_MODEL_MAX_ATTEMPTS", defaults.model_max_attempts, 1, 10, True)),
             sync_limit_seconds=number("TENANTFLOW_SYNC_LIMIT_SECONDS", defaults.sync_limit_seconds, 1, 230),
             trust_easy_auth=trust_easy_auth == "true",
+            capture_prompts=capture_prompts == "true",
         )
 
 

@@ -11,8 +11,9 @@ Nothing is imported or configured at import time. `configure_telemetry()` (calle
 With none of them set, telemetry is *not configured*: the API's no-op providers stay, and that is not an error.
 
 What goes into spans and metrics: ids (`tenant.id`, `flow.id`, `run.id`, step ids), model and deployment names,
-token counts, durations, costs, status and error *codes*. Never prompt or completion text, never a secret, never an
-error message (it may quote a prompt); `tests/unit/test_telemetry.py` has a canary test for that.
+token counts, durations, costs, status and error *codes*. Never a secret, never an error message (it may quote a
+prompt), and no prompt or completion text unless TENANTFLOW_CAPTURE_PROMPTS=true opts into it (model-call spans
+then carry the messages); `tests/unit/test_telemetry.py` has a canary test for that.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class RunLabels:
 
 
 CURRENT_RUN: ContextVar[RunLabels | None] = ContextVar("tenantflow_current_run", default=None)
+# the open step spans of the current run, by (step id, iteration): a model call is a child of its step's span
+OPEN_STEPS: ContextVar[dict[tuple[str, int], Any] | None] = ContextVar("tenantflow_open_steps", default=None)
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,7 @@ class Telemetry:
         outcome = RunOutcome()
         labels = RunLabels(tenant_id, flow_id, run_id)
         token = CURRENT_RUN.set(labels)
+        steps_token = OPEN_STEPS.set({})
         started = time.perf_counter()
         attributes = {"tenant.id": tenant_id, "flow.id": flow_id, "run.id": run_id, "tenantflow.trigger": trigger}
         try:
@@ -203,6 +207,7 @@ class Telemetry:
                     if outcome.status in ("failed", "rejected", "interrupted"):
                         mark_error(span, outcome.error_code or outcome.status)
         finally:
+            OPEN_STEPS.reset(steps_token)
             CURRENT_RUN.reset(token)
             self.run_duration.record(time.perf_counter() - started, {
                 "tenant.id": tenant_id, "flow.id": flow_id, "run.status": outcome.status or "unknown"})
@@ -251,11 +256,17 @@ class StepSpans(RunObserver):
         run = CURRENT_RUN.get()
         if run is not None:
             attributes.update({"tenant.id": run.tenant_id, "flow.id": run.flow_id, "run.id": run.run_id})
-        self.open[(step.id, step.iteration)] = self.telemetry.tracer.start_span(f"step {step.id}",
-                                                                                attributes=attributes)
+        span = self.telemetry.tracer.start_span(f"step {step.id}", attributes=attributes)
+        self.open[(step.id, step.iteration)] = span
+        registry = OPEN_STEPS.get()
+        if registry is not None:
+            registry[(step.id, step.iteration)] = span
 
     def step_finished(self, step: StepOutcome) -> None:
         span = self.open.pop((step.id, step.iteration), None)
+        registry = OPEN_STEPS.get()
+        if registry is not None:
+            registry.pop((step.id, step.iteration), None)
         if span is None:
             return
         span.set_attribute("step.status", step.status)
@@ -291,17 +302,22 @@ def gen_ai_system(request: ChatRequest) -> str:
 
 class TracedModelPort(ModelPort):
     """Wraps a ModelPort: one CLIENT span per call (`chat <model>`, GenAI attributes, the run's ids), token and
-    duration metrics, cost by tenant and model (with `prices`), and model errors by code. Never records messages."""
+    duration metrics, cost by tenant and model (with `prices`), and model errors by code. Messages are recorded only
+    with `capture_content` (TENANTFLOW_CAPTURE_PROMPTS=true): the span then carries `gen_ai.input.messages` and
+    `gen_ai.output.messages` (JSON, as the GenAI semantic conventions name them)."""
 
-    def __init__(self, inner: ModelPort, telemetry: Telemetry | None = None, prices: Prices | None = None) -> None:
+    def __init__(self, inner: ModelPort, telemetry: Telemetry | None = None, prices: Prices | None = None,
+                 capture_content: bool = False) -> None:
         self.inner = inner
         self.telemetry = telemetry
         self.prices = prices
+        self.capture_content = capture_content
 
     async def chat(self, request: ChatRequest) -> ChatResult:
-        from opentelemetry.trace import SpanKind
+        from opentelemetry.trace import SpanKind, set_span_in_context
 
         t = self.telemetry or telemetry()
+        step_span = (OPEN_STEPS.get() or {}).get((request.step_id, request.iteration))
         run = CURRENT_RUN.get()
         system = gen_ai_system(request)
         host = urlsplit(request.connection.endpoint).hostname or ""
@@ -317,9 +333,11 @@ class TracedModelPort(ModelPort):
         if run is not None:
             attributes.update({"tenant.id": run.tenant_id, "flow.id": run.flow_id, "run.id": run.run_id})
             labels["tenant.id"] = run.tenant_id
+        if self.capture_content:
+            attributes["gen_ai.input.messages"] = json.dumps(request.messages, ensure_ascii=False, default=str)
         started = time.perf_counter()
-        with t.tracer.start_as_current_span(f"chat {request.model}", kind=SpanKind.CLIENT,
-                                            attributes=attributes) as span:
+        with t.tracer.start_as_current_span(f"chat {request.model}", kind=SpanKind.CLIENT, attributes=attributes,
+                                            context=set_span_in_context(step_span) if step_span else None) as span:
             try:
                 result = await self.inner.chat(request)
             except StepFailure as exc:
@@ -334,6 +352,9 @@ class TracedModelPort(ModelPort):
                 "gen_ai.usage.output_tokens": usage.completion_tokens,
                 "gen_ai.response.finish_reasons": [result.finish_reason] if result.finish_reason else [],
             })
+            if self.capture_content:
+                span.set_attribute("gen_ai.output.messages", json.dumps(
+                    [{"role": result.role, "content": result.content}], ensure_ascii=False))
             measured = {**labels, "gen_ai.response.model": result.model or request.model}
             t.operation_duration.record(time.perf_counter() - started, measured)
             for token_type, count in (("input", usage.prompt_tokens), ("output", usage.completion_tokens)):

@@ -19,6 +19,7 @@ class ApiRequest:
     headers: Mapping[str, str] = field(default_factory=dict)  # looked up by lower-case name
     query: Mapping[str, str] = field(default_factory=dict)
     route: Mapping[str, str] = field(default_factory=dict)
+    scheme: str = "http"  # of the URL the request was sent to (behind a proxy, see x-forwarded-proto)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

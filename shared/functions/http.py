@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
+from shared.functions import dashboard_handlers
 from shared.functions import http_handlers as handlers
 from shared.functions.api_messages import ApiRequest, ApiResponse
 from shared.functions.problems import ProblemDetails, problem_for
@@ -28,11 +29,25 @@ def to_api(req: func.HttpRequest) -> ApiRequest:
     """No copies: the request's own headers (case-insensitive), query and route mappings are passed on."""
     path = "/" + req.url.split("://", 1)[-1].split("/", 1)[-1].split("?", 1)[0]
     return ApiRequest(method=req.method, path=path, body=req.get_body() or b"", headers=req.headers,
-                      query=req.params, route=req.route_params)
+                      query=req.params, route=req.route_params, scheme=req.url.split("://", 1)[0].lower())
 
 
 async def answer(request: ApiRequest, handler: Handler) -> ApiResponse:
-    """Runs one handler, mapping every failure to problem details."""
+    """Runs one handler, mapping every failure to problem details. With telemetry configured, an incoming
+    `traceparent` is continued: the spans the handler starts (a run's) are its children."""
+    from shared.telemetry import continued_trace, telemetry_configured
+
+    if telemetry_configured() and request.header("traceparent"):
+        with continued_trace(trace_headers(request)):
+            return await answer_untraced(request, handler)
+    return await answer_untraced(request, handler)
+
+
+def trace_headers(request: ApiRequest) -> dict[str, str]:
+    return {name: value for name in ("traceparent", "tracestate") if (value := request.header(name))}
+
+
+async def answer_untraced(request: ApiRequest, handler: Handler) -> ApiResponse:
     try:
         return await handler(await services(), request)
     except ProblemDetails as raised:
@@ -90,4 +105,4 @@ async def admin_usage(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="dashboard", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def dashboard(req: func.HttpRequest) -> func.HttpResponse:
-    return await respond(req, handlers.dashboard)
+    return await respond(req, dashboard_handlers.dashboard)

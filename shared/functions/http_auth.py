@@ -26,6 +26,14 @@ async def caller(svc: Services, request: ApiRequest) -> Tenant:
     return active(tenant)
 
 
+def caller_key_id(request: ApiRequest) -> str | None:
+    """The id (public part) of the API key in `x-api-key`; call after `caller` has authenticated it."""
+    from shared.services.tenants import API_KEY
+
+    match = API_KEY.match((request.header("x-api-key") or "").strip())
+    return match.group("key_id") if match else None
+
+
 def active(tenant: Tenant) -> Tenant:
     if tenant.status != "active":
         raise ProblemDetails(403, "Tenant suspended", f"tenant {tenant.id} is suspended")

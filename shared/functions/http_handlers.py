@@ -10,11 +10,10 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.functions.api_messages import ApiRequest, ApiResponse
-from shared.functions.http_auth import caller, is_operator, require_operator, webhook_tenant
+from shared.functions.http_auth import caller, caller_key_id, require_operator, webhook_tenant
 from shared.functions.problems import ProblemDetails
 from shared.functions.request_checks import (
     RequestCheckError,
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_IDEMPOTENCY_KEY = 200
-USAGE_GROUPS = ("day", "model", "flow")
+USAGE_GROUPS = ("day", "model", "flow", "key")
 T = TypeVar("T")
 
 
@@ -92,28 +91,30 @@ async def start_run(svc: Services, request: ApiRequest) -> ApiResponse:
     flow = checked(lambda: check_flow_id(request.route.get("flow")))
     inputs = run_inputs(request)
     if "text/event-stream" in (request.header("accept") or ""):
-        return await streamed_run(svc, tenant, flow, inputs)
+        return await streamed_run(svc, tenant, flow, inputs, caller_key_id(request))
     wait = request.query.get("wait", "true").lower() not in ("false", "0", "no")
     key = request.header("idempotency-key")
     if key and len(key) > MAX_IDEMPOTENCY_KEY:
         raise ProblemDetails(400, "Bad request", f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters")
     started = await svc.runs.start(tenant.id, flow, inputs, "http", wait=wait,
                                    idempotency_key=key or None, request_hash=hashlib.sha256(request.body).hexdigest(),
-                                   tenant=tenant)
+                                   tenant=tenant, api_key_id=caller_key_id(request))
     return run_response(started.run, accepted=started.accepted)
 
 
 RUNNING: set[asyncio.Task[Any]] = set()  # streamed runs go on when their client leaves: keep them referenced
 
 
-async def streamed_run(svc: Services, tenant: Tenant, flow: str, inputs: dict[str, Any]) -> ApiResponse:
+async def streamed_run(svc: Services, tenant: Tenant, flow: str, inputs: dict[str, Any],
+                       api_key_id: str | None) -> ApiResponse:
     """`Accept: text/event-stream`: the run's events as SSE — `step` ({id, status, duration_ms, usage}) when a step
     starts or finishes, `token` ({step, delta}) for streamed content, and a last `run` (the run object) or `error`
     (problem details). The run is a task of its own: a client that disconnects does not stop it, and its usage is
     recorded once, as for any run. Refusals (unknown flow, invalid input, …) are answered before the stream."""
     from shared.engine.observer import QueuedRunEvents
 
-    prepared = await svc.runs.prepare(tenant.id, flow, inputs, "http", record=False, tenant=tenant)
+    prepared = await svc.runs.prepare(tenant.id, flow, inputs, "http", record=False, tenant=tenant,
+                                      api_key_id=api_key_id)
     assert prepared.flow is not None  # a new run (no run id was given)
     events = QueuedRunEvents()
     task = asyncio.create_task(svc.runs.execute(prepared.run, prepared.flow, prepared.tenant, stored=prepared.stored,
@@ -173,7 +174,7 @@ async def webhook(svc: Services, request: ApiRequest) -> ApiResponse:
 
 
 async def usage_report(svc: Services, request: ApiRequest) -> ApiResponse:
-    """GET /api/usage — the caller's tenant; from, to, group_by=day|model|flow, format=json|csv."""
+    """GET /api/usage — the caller's tenant; from, to, group_by=day|model|flow|key, format=json|csv."""
     tenant = await caller(svc, request)
     query = usage_query(request, tenant.id, USAGE_GROUPS)
     return summary_response(await svc.usage.summary(query), request)
@@ -186,31 +187,6 @@ async def admin_usage(svc: Services, request: ApiRequest) -> ApiResponse:
     require_operator(svc, request)
     query = usage_query(request, request.query.get("tenant") or None, GROUP_KEYS)
     return summary_response(await svc.usage.summary(query), request)
-
-
-async def dashboard(svc: Services, request: ApiRequest) -> ApiResponse:
-    """GET /api/dashboard — HTML for the caller's tenant (x-api-key), or for the operator (x-operator-key):
-    all tenants, or one with ?tenant=. Period: ?from=&to= (default: this calendar month)."""
-    from shared.storage.ports import GROUP_KEYS
-    from shared.web.dashboard import render_dashboard
-
-    operator = is_operator(svc, request)
-    tenant_id = request.query.get("tenant") or None if operator else (await caller(svc, request)).id
-    today = datetime.now(UTC).date()
-    query = usage_query(request, tenant_id, GROUP_KEYS, default_from=today.replace(day=1).isoformat(),
-                        default_to=today.isoformat())
-    assert query.start is not None and query.end is not None
-    keys = ["model", "flow"] + (["tenant"] if operator and tenant_id is None else [])
-    summaries = {key: await svc.usage.summary(dataclasses.replace(query, group_by=key)) for key in ["day", *keys]}
-    budget = await svc.usage.budget_status(tenant_id) if tenant_id else None
-    html = render_dashboard(
-        title=f"Usage of {tenant_id}" if tenant_id else "Usage of all tenants (operator)",
-        start=query.start, end=query.end, totals=summaries["day"]["totals"], by_day=summaries["day"]["rows"],
-        tables=[(key, summaries[key]["rows"]) for key in keys], budget=budget,
-        export_query={k: v for k, v in (("from", query.start.isoformat()), ("to", query.end.isoformat()),
-                                        ("tenant", tenant_id if operator and tenant_id else "")) if v},
-        export_path="/api/admin/usage" if operator else "/api/usage")
-    return ApiResponse(200, html.encode(), {"content-type": "text/html; charset=utf-8", "cache-control": "no-store"})
 
 
 def usage_query(request: ApiRequest, tenant_id: str | None, allowed: tuple[str, ...],

@@ -119,8 +119,10 @@ class MeteredModelPort(ModelPort):
     """One per run: reserves before each call and charges after it, through the run's book."""
 
     def __init__(self, inner: ModelPort, book: RunBook, prices: PriceBook, run_id: str, flow_id: str,
-                 budget: Callable[[], Awaitable[Budget | None]], now: Callable[[], datetime] | None = None) -> None:
+                 budget: Callable[[], Awaitable[Budget | None]], now: Callable[[], datetime] | None = None,
+                 api_key_id: str | None = None) -> None:
         self.inner = inner
+        self.api_key_id = api_key_id
         self.book = book
         self.prices = prices
         self.tenant_id = book.tenant_id
@@ -164,6 +166,7 @@ class MeteredModelPort(ModelPort):
             reasoning_tokens=result.usage.reasoning_tokens,
             cost=self.prices.cost(self.tenant_id, result.usage, request.model, result.model),
             recorded_at=self.now(),
+            api_key_id=self.api_key_id,
         )
         self.book.charge(record, lease)
         self.records.append(record)

@@ -1,6 +1,7 @@
 """Processing one `flow-runs` message, idempotently on its run id.
 
-Message: JSON (raw, or base64 of JSON) `{"run_id", "tenant", "flow", "inputs", "trigger"}`.
+Message: JSON (raw, or base64 of JSON) `{"run_id", "tenant", "flow", "inputs", "trigger"}`, and the trace context
+of the request that queued it (`traceparent`, `tracestate`), continued here when telemetry is configured.
 
 Delivery is at least once, so a message may arrive many times, even at the same moment on two workers:
 - The run is recorded `queued` if new, and only the one caller that moves it `queued → running` executes it.
@@ -36,6 +37,7 @@ from shared.engine.errors import FlowError, InputError
 from shared.services.catalog import FlowNotFound
 from shared.services.runs import RUN_TIMEOUT, RunRefused, RunService
 from shared.storage.models import RunRecord
+from shared.telemetry import continued_trace, telemetry_configured
 
 log = logging.getLogger(__name__)
 MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount
@@ -83,6 +85,12 @@ class QueueWorker:
         except MessageRejected as exc:
             log.error("flow-runs message rejected (attempt %s%s): %s", dequeue_count, ", final" if final else "", exc)
             raise
+        if telemetry_configured() and isinstance(message.get("traceparent"), str):
+            with continued_trace(message):
+                return await self.process_message(message, dequeue_count)
+        return await self.process_message(message, dequeue_count)
+
+    async def process_message(self, message: dict[str, Any], dequeue_count: int) -> QueueOutcome:
         tenant, flow, run_id = message.get("tenant"), message.get("flow"), message.get("run_id")
         inputs = message.get("inputs", {})
         trigger: str = message["trigger"] if message.get("trigger") in TRIGGERS else "queue"

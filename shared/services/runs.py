@@ -127,12 +127,12 @@ class RunService:
     async def prepare(self, tenant_id: str, flow_ref: str | Flow, raw_inputs: Any, trigger: str, *,
                       run_id: str | None = None, from_strings: bool = False, status: str = "running",
                       idempotency_key: str | None = None, request_hash: str | None = None,
-                      tenant: Tenant | None = None, record: bool = True) -> Prepared:
+                      tenant: Tenant | None = None, record: bool = True, api_key_id: str | None = None) -> Prepared:
         """Checks tenant, flow and inputs (raising RunRefused / FlowNotFound / FlowError / InputError) and records
         the run with `status`. With an existing run_id nothing is re-checked or re-recorded: created=False.
         `tenant`: the caller's tenant, already authenticated and active (saves reading it again). With
         record=False (a new run id only) the run is not stored yet: `execute` stores it with its first
-        transaction."""
+        transaction. `api_key_id`: the API key that asked for the run (its usage records carry it)."""
         if tenant is None or tenant.id != tenant_id or tenant.status != "active":
             tenant = await self.active_tenant(tenant_id)
         if run_id is not None:
@@ -153,6 +153,7 @@ class RunService:
             request_hash=request_hash,
             created_at=self.now(),
             started_at=self.now() if status == "running" else None,
+            api_key_id=api_key_id,
         )
         if not record and run_id is None:
             return Prepared(run, True, flow, tenant, stored=False)
@@ -175,7 +176,7 @@ class RunService:
 
     async def start(self, tenant_id: str, flow_ref: str, inputs: Any, trigger: str, *, wait: bool,
                     idempotency_key: str | None = None, request_hash: str | None = None,
-                    tenant: Tenant | None = None) -> StartedRun:
+                    tenant: Tenant | None = None, api_key_id: str | None = None) -> StartedRun:
         """Runs now (`wait`) or records the run `queued` and sends it to the queue. With an idempotency key the
         run id derives from (tenant, key), so concurrent twins make one run, and a replay answers the stored run
         (re-sending a run still `queued`, whose message may have been lost). Raises IdempotencyConflict when the
@@ -196,7 +197,7 @@ class RunService:
         run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"tenantflow:{tenant_id}:{idempotency_key}").hex \
             if idempotency_key else None
         options: dict[str, Any] = {"idempotency_key": idempotency_key, "request_hash": request_hash,
-                                   "run_id": run_id, "tenant": tenant}
+                                   "run_id": run_id, "tenant": tenant, "api_key_id": api_key_id}
         if wait:
             run = await self.run(tenant_id, flow_ref, inputs, trigger, **options)
             if run.request_hash != request_hash:
@@ -267,7 +268,7 @@ class RunService:
                         observer: RunObserver | None) -> RunRecord:
         book = RunBook(self.stores.bookkeeping, tenant.id, new_run=None if stored else run)
         metered = MeteredModelPort(self.model, book, self.prices, run.run_id, flow.id,
-                                   lambda: self.budget(tenant.id), now=self.now)
+                                   lambda: self.budget(tenant.id), now=self.now, api_key_id=run.api_key_id)
         executor = self.executor_factory(metered)
         context = RunContext(tenant.id, tenant.name, run.run_id, run.trigger)
         failure: tuple[str, str] | None = None
@@ -395,9 +396,13 @@ class RunService:
 
 
 def queue_message(run: RunRecord) -> dict[str, Any]:
-    """The `flow-runs` message of a run."""
-    return {"run_id": run.run_id, "tenant": run.tenant_id, "flow": run.flow_id, "inputs": run.inputs,
-            "trigger": run.trigger}
+    """The `flow-runs` message of a run; with telemetry configured, it carries the current trace context
+    (`traceparent`, `tracestate`), which the queue worker continues."""
+    from shared.telemetry import inject_trace_context, telemetry_configured
+
+    message = {"run_id": run.run_id, "tenant": run.tenant_id, "flow": run.flow_id, "inputs": run.inputs,
+               "trigger": run.trigger}
+    return dict(inject_trace_context(message)) if telemetry_configured() else message
 
 
 def run_to_json(run: RunRecord) -> dict[str, Any]:

@@ -74,6 +74,7 @@ class RunRecord:
     created_at: datetime = field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    api_key_id: str | None = None  # the API key that started the run (its usage records carry it)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class UsageRecord:
     reasoning_tokens: int = 0
     cost: Decimal | None = None
     recorded_at: datetime = field(default_factory=utcnow)
+    api_key_id: str | None = None  # the API key that started the run; None: no key (CLI, schedule, webhook)
 
     @property
     def key(self) -> str:

@@ -157,7 +157,8 @@ class UsageLedger(ABC):
     async def list_for_run(self, tenant_id: str, run_id: str) -> builtins.list[UsageRecord]: ...
 
 
-GROUP_KEYS = ("day", "model", "flow", "tenant")
+GROUP_KEYS = ("day", "model", "flow", "tenant", "key")
+NO_API_KEY = "(none)"  # the `key` group of usage no API key started (CLI, schedules, webhooks)
 
 
 class UsageQueries(ABC):
@@ -171,7 +172,8 @@ class UsageQueries(ABC):
         end: date | None,
         group_by: str,
     ) -> builtins.list[UsageRow]:
-        """Rows grouped by `group_by` (one of GROUP_KEYS), ordered by group; `tenant_id` None means all tenants;
+        """Rows grouped by `group_by` (one of GROUP_KEYS; `key`: the API key id, NO_API_KEY for none), ordered by
+        group; `tenant_id` None means all tenants;
         `start`/`end` are inclusive UTC days. Cost is None for a group whose records all lack a price, else the
         sum of known costs. `runs` counts distinct run ids."""
 

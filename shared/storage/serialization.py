@@ -56,6 +56,7 @@ def run_to_document(run: RunRecord) -> dict[str, Any]:
         "created_at": time_text(run.created_at),
         "started_at": time_text(run.started_at),
         "finished_at": time_text(run.finished_at),
+        "api_key_id": run.api_key_id,
     }
 
 
@@ -77,6 +78,7 @@ def run_from_document(doc: dict[str, Any]) -> RunRecord:
         created_at=parse_time(doc.get("created_at")) or datetime.now(UTC),
         started_at=parse_time(doc.get("started_at")),
         finished_at=parse_time(doc.get("finished_at")),
+        api_key_id=doc.get("api_key_id"),
     )
 
 

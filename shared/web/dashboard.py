@@ -4,7 +4,7 @@ the tenant picker are a GET form, run steps open with <details>, the chart is in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
@@ -267,11 +267,8 @@ def presets(view: DashboardView) -> list[tuple[str, str]]:
             for label, a, b in ranges]
 
 
-def render_dashboard(view: DashboardView | None = None, **legacy: Any) -> str:
-    """The page for `view`. (Called with the old keyword arguments — summaries, as http_api.py did in wave 1 — it
-    builds the view from them first; that path goes when the lead's handler builds a DashboardView.)"""
-    if view is None:
-        view = view_from_summaries(**legacy)
+def render_dashboard(view: DashboardView) -> str:
+    """The page for `view`."""
     budget = view.budget
     return template().render(
         view=view, chart=svg_chart(view.days, view.currency), presets=presets(view),
@@ -283,7 +280,7 @@ def render_dashboard(view: DashboardView | None = None, **legacy: Any) -> str:
     )
 
 
-# --- wave 1's summaries → a view (until the HTTP handler fills a DashboardView itself) ------------------------------
+# --- usage summaries (UsageService.summary rows) → view lines -------------------------------------------------------
 def decimal_or_none(value: Any) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
@@ -291,34 +288,6 @@ def decimal_or_none(value: Any) -> Decimal | None:
 def usage_line(label: str, row: dict[str, Any]) -> UsageLine:
     return UsageLine(str(label), int(row.get("prompt_tokens") or 0), int(row.get("completion_tokens") or 0),
                      int(row.get("total_tokens") or 0), decimal_or_none(row.get("cost")), int(row.get("runs") or 0))
-
-
-def view_from_summaries(*, title: str, start: date, end: date, totals: dict[str, Any], by_day: list[dict[str, Any]],
-                        tables: list[tuple[str, list[dict[str, Any]]]], budget: dict[str, Any] | None,
-                        export_query: dict[str, str], export_path: str, currency: str = "USD",
-                        today: date | None = None) -> DashboardView:
-    """A DashboardView from `UsageService.summary` results (group_by day, and the `tables` groupings)."""
-    grouped = {key: tuple(usage_line(row[key], row) for row in rows) for key, rows in tables}
-    operator = export_path.startswith("/api/admin")
-    days = fill_days(start, end, [DayUsage(date.fromisoformat(row["day"]), line.prompt_tokens,
-                                           line.completion_tokens, line.total_tokens, line.cost, line.runs)
-                                  for row in by_day for line in [usage_line(row["day"], row)]])
-    period = {"from": start.isoformat(), "to": end.isoformat()}
-    ranked = sorted(grouped.get("tenant", ()), key=lambda line: line.cost or Decimal(0), reverse=True)
-    return DashboardView(
-        title=title, start=start, end=end, today=today or end, currency=currency, operator=operator,
-        tenant=export_query.get("tenant") or (None if operator else (budget or {}).get("tenant")),
-        totals=usage_line("total", totals), days=days,
-        by_flow=grouped.get("flow", ()), by_model=grouped.get("model", ()),
-        tenants=tuple(TenantChoice(line.label, line.label) for line in ranked),
-        tenants_by_cost=tuple(replace(line, href=f"/api/dashboard?{urlencode({'tenant': line.label, **period})}")
-                              for line in ranked),
-        budget=BudgetView(budget["period"], budget["reset"], budget["monthly_tokens"],
-                          decimal_or_none(budget["monthly_cost"]), int(budget["used_tokens"]),
-                          decimal_or_none(budget["used_cost"])) if budget else None,
-        exports=export_links(export_path, start, end, tuple(key for key, _ in tables),
-                             export_query.get("tenant")),
-    )
 
 
 def render_unauthorized(reason: str) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import uuid
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -13,7 +14,7 @@ import pytest
 
 from shared.services.usage import UsageQuery, UsageService, to_csv
 from shared.storage.models import BookBatch, Budget, Lease, RunRecord, Schedule, Tenant, UsageRecord, period_of
-from shared.storage.ports import AlreadyExists
+from shared.storage.ports import NO_API_KEY, AlreadyExists
 
 
 def record(tenant, run, step="s", iteration=0, attempt=1, model="gpt-4o-mini", flow="f", cost="0.1",
@@ -72,6 +73,26 @@ async def assert_counters_match(stores, tenant, period):
     assert counters.reserved_tokens == sum(x.tokens for x in held)
     assert counters.reserved_cost == sum((x.cost for x in held), Decimal(0))
     return counters
+
+
+async def test_usage_records_keep_the_api_key_and_summaries_group_by_key(stores):
+    a, b = "tk-" + uuid.uuid4().hex[:6], "tl-" + uuid.uuid4().hex[:6]
+    key1, key2 = uuid.uuid4().hex[:12], uuid.uuid4().hex[:12]
+    await stores.usage.record([
+        replace(record(a, "r1", "s1", cost="0.1"), api_key_id=key1),
+        replace(record(a, "r1", "s2", cost="0.2"), api_key_id=key1),
+        replace(record(a, "r2", "s1", cost="0.4"), api_key_id=key2),
+        record(a, "r3", "s1", cost=None),
+        replace(record(b, "r9", "s1", cost="5"), api_key_id=key1),
+    ])
+    assert [r.api_key_id for r in await stores.usage.list_for_run(a, "r1")] == [key1, key1]
+    assert [r.api_key_id for r in await stores.usage.list_for_run(a, "r3")] == [None]
+    by_key = {r.group: r for r in await stores.usage_queries.summarize(a, None, None, "key")}
+    assert set(by_key) == {key1, key2, NO_API_KEY}
+    assert (by_key[key1].total_tokens, by_key[key1].cost, by_key[key1].runs) == (30, Decimal("0.3"), 1)
+    assert (by_key[key2].cost, by_key[NO_API_KEY].cost, by_key[NO_API_KEY].runs) == (Decimal("0.4"), None, 1)
+    everyone = {r.group: r for r in await stores.usage_queries.summarize(None, None, None, "key")}
+    assert everyone[key1].cost == Decimal("5.3") and everyone[key1].runs == 2  # the operator's view, all tenants
 
 
 async def test_budget_reserve_charge_release(stores):

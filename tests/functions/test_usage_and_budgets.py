@@ -75,6 +75,9 @@ async def test_api_cli_dashboard_and_ledger_agree(app_on_every_backend):
     everyone = cli_usage(app.svc.settings, "--group-by", "tenant")
     assert {row["tenant"] for row in everyone["rows"]} == {"contoso", "fabrikam"}
     assert everyone["totals"]["total_tokens"] == sum(r.total_tokens for r in records)
+    by_key = cli_usage(app.svc.settings, "--group-by", "key")  # every run here was started over HTTP with a key
+    assert {row["key"]: row["runs"] for row in by_key["rows"]} == {
+        keys["contoso"].split("_")[1]: 4, keys["fabrikam"].split("_")[1]: 2}
 
     page = (await app.http("dashboard", "GET", "dashboard", headers={"x-api-key": keys["contoso"]})).get_body()
     shown = dict(re.findall(r'data-metric="(\w+)" data-value="([^"]*)"', page.decode()))

@@ -36,6 +36,7 @@ from shared.storage.models import (
 )
 from shared.storage.ports import (
     GROUP_KEYS,
+    NO_API_KEY,
     AlreadyExists,
     Bookkeeping,
     BudgetStore,
@@ -276,7 +277,8 @@ class MemoryUsageQueries(UsageQueries):
             day = r.recorded_at.astimezone(UTC).date()
             if (tenant_id is None or r.tenant_id == tenant_id) and (start is None or day >= start) \
                     and (end is None or day <= end):
-                group = {"day": day.isoformat(), "model": r.model, "flow": r.flow_id, "tenant": r.tenant_id}[group_by]
+                group = {"day": day.isoformat(), "model": r.model, "flow": r.flow_id, "tenant": r.tenant_id,
+                         "key": r.api_key_id or NO_API_KEY}[group_by]
                 selected.append((group, r.prompt_tokens, r.completion_tokens, r.total_tokens,
                                  None if r.cost is None else str(r.cost), (r.tenant_id, r.run_id)))
         return aggregate_usage(selected)

@@ -23,7 +23,6 @@ from shared.web.dashboard import (
     format_money,
     nice_ceiling,
     render_dashboard,
-    view_from_summaries,
 )
 
 EVIL = '<script>alert("x")</script>'
@@ -145,21 +144,6 @@ def test_operator_picker_and_ranking():
     picked = render_dashboard(sample_view(operator=True, tenant="contoso", tenants=view.tenants))
     assert '<option value="contoso" selected>' in picked and 'data-section="tenants"' not in picked
     assert "tenant=contoso&amp;from=" in picked  # presets keep the tenant picked
-
-
-def test_wave1_summaries_become_a_view():
-    view = view_from_summaries(
-        title="all", start=date(2026, 11, 1), end=date(2026, 11, 3),
-        totals={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5, "cost": "0.5", "runs": 2},
-        by_day=[{"day": "2026-11-02", "prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5, "cost": "0.5",
-                 "runs": 2}],
-        tables=[("tenant", [{"tenant": "a", "total_tokens": 1, "cost": "0.1", "runs": 1},
-                            {"tenant": "b", "total_tokens": 4, "cost": "0.4", "runs": 1}])],
-        budget=None, export_query={"from": "2026-11-01", "to": "2026-11-03"}, export_path="/api/admin/usage")
-    assert view.operator and [d.total_tokens for d in view.days] == [0, 5, 0]
-    assert [t.label for t in view.tenants_by_cost] == ["b", "a"]
-    assert view.tenants_by_cost[0].href == "/api/dashboard?tenant=b&from=2026-11-01&to=2026-11-03"
-    assert view.exports[0].href == "/api/admin/usage?from=2026-11-01&to=2026-11-03&group_by=tenant&format=csv"
 
 
 def test_the_price_file_names_the_currency(tmp_path):

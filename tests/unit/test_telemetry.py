@@ -149,6 +149,31 @@ async def test_canary_no_prompt_or_secret_in_spans_metrics_or_logs(recorded, emu
     assert "gen_ai.usage.input_tokens" in everything  # the spans were there to search
 
 
+async def test_prompt_capture_is_opt_in_and_never_records_the_key(recorded, emulator):
+    port = TracedModelPort(OpenAIModelPort(EndpointAllowlist(("127.0.0.1",)), max_attempts=1), recorded.telemetry,
+                           capture_content=True)
+    good = Connection("default", "azure_openai", emulator.base_url, Secret(KEY_CANARY))
+    with recorded.telemetry.run_span("contoso", "support-reply", "run-4", "cli") as outcome:
+        result = await port.chat(chat(good, f"my order {PROMPT_CANARY} is late"))
+        outcome.status = "succeeded"
+    await port.inner.close()
+    span = next(s for s in recorded.spans.get_finished_spans() if s.name == "chat gpt-4o-mini")
+    sent = json.loads(span.attributes["gen_ai.input.messages"])
+    assert sent[-1] == {"role": "user", "content": f"my order {PROMPT_CANARY} is late"}
+    assert json.loads(span.attributes["gen_ai.output.messages"]) == [{"role": "assistant", "content": result.content}]
+    everything = "\n".join(s.to_json() for s in recorded.spans.get_finished_spans()) + recorded.metrics_json()
+    assert KEY_CANARY not in everything
+
+
+def test_prompt_capture_is_a_setting_that_is_off_by_default():
+    from shared.settings import SettingsError
+
+    assert Settings.from_env({}).capture_prompts is False
+    assert Settings.from_env({"TENANTFLOW_CAPTURE_PROMPTS": "TRUE"}).capture_prompts is True
+    with pytest.raises(SettingsError, match="TENANTFLOW_CAPTURE_PROMPTS: must be true or false, got 'yes'"):
+        Settings.from_env({"TENANTFLOW_CAPTURE_PROMPTS": "yes"})
+
+
 def test_trace_context_travels_in_a_queue_message(recorded):
     tracer = recorded.telemetry.tracer
     with tracer.start_as_current_span("POST /api/flows/x/runs") as request_span:

@@ -27,6 +27,7 @@ from shared.storage.models import (
 )
 from shared.storage.ports import (
     GROUP_KEYS,
+    NO_API_KEY,
     AlreadyExists,
     Bookkeeping,
     BudgetStore,
@@ -232,7 +233,7 @@ def usage_row(r: UsageRecord) -> dict[str, Any]:
             "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
             "total_tokens": r.total_tokens, "cached_tokens": r.cached_tokens, "reasoning_tokens": r.reasoning_tokens,
             "cost": None if r.cost is None else str(r.cost), "recorded_at": time_text(r.recorded_at),
-            "day": r.recorded_at.astimezone(UTC).date().isoformat()}
+            "day": r.recorded_at.astimezone(UTC).date().isoformat(), "api_key_id": r.api_key_id}
 
 
 def run_row(run: RunRecord) -> dict[str, Any]:
@@ -266,7 +267,8 @@ class PostgresUsageLedger(UsageLedger):
         return [UsageRecord(**{k: v for k, v in row.items() if k != "day"}) for row in found]
 
 
-GROUP_COLUMNS = {"day": "to_char(day, 'YYYY-MM-DD')", "model": "model", "flow": "flow_id", "tenant": "tenant_id"}
+GROUP_COLUMNS = {"day": "to_char(day, 'YYYY-MM-DD')", "model": "model", "flow": "flow_id", "tenant": "tenant_id",
+                 "key": f"coalesce(nullif(api_key_id, ''), '{NO_API_KEY}')"}
 
 
 class PostgresUsageQueries(UsageQueries):

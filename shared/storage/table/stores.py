@@ -33,6 +33,7 @@ from shared.storage.models import (
 )
 from shared.storage.ports import (
     GROUP_KEYS,
+    NO_API_KEY,
     AlreadyExists,
     Bookkeeping,
     BudgetStore,
@@ -298,7 +299,7 @@ def usage_entity(r: UsageRecord) -> dict[str, Any]:
             "completion_tokens": r.completion_tokens, "total_tokens": r.total_tokens,
             "cached_tokens": r.cached_tokens, "reasoning_tokens": r.reasoning_tokens,
             "cost": None if r.cost is None else str(r.cost), "recorded_at": time_text(r.recorded_at),
-            "day": r.recorded_at.astimezone(UTC).date().isoformat()}
+            "day": r.recorded_at.astimezone(UTC).date().isoformat(), "api_key_id": r.api_key_id}
 
 
 def usage_of(e: Any) -> UsageRecord:
@@ -306,7 +307,7 @@ def usage_of(e: Any) -> UsageRecord:
                        int(e["attempt"]), e["model"], e["endpoint_host"], int(e["prompt_tokens"]),
                        int(e["completion_tokens"]), int(e["total_tokens"]), int(e["cached_tokens"]),
                        int(e["reasoning_tokens"]), decimal_or_none(e.get("cost")),
-                       parse_required_time(e["recorded_at"]))
+                       parse_required_time(e["recorded_at"]), e.get("api_key_id"))
 
 
 class TableUsageLedger(UsageLedger):
@@ -335,7 +336,7 @@ class TableUsageLedger(UsageLedger):
         return sorted((usage_of(e) for e in found), key=lambda r: (r.recorded_at, r.step_id, r.iteration, r.attempt))
 
 
-GROUP_FIELDS = {"day": "day", "model": "model", "flow": "flow_id", "tenant": "tenant_id"}
+GROUP_FIELDS = {"day": "day", "model": "model", "flow": "flow_id", "tenant": "tenant_id", "key": "api_key_id"}
 
 
 class TableUsageQueries(UsageQueries):
@@ -365,7 +366,7 @@ class TableUsageQueries(UsageQueries):
         else:
             entities = [e async for e in table.list_entities(select=fields)]
         field = GROUP_FIELDS[group_by]
-        return aggregate_usage((e[field], int(e["prompt_tokens"]), int(e["completion_tokens"]),
+        return aggregate_usage((e.get(field) or NO_API_KEY, int(e["prompt_tokens"]), int(e["completion_tokens"]),
                                 int(e["total_tokens"]), e.get("cost"), (e["tenant_id"], e["run_id"]))
                                for e in entities)
 
