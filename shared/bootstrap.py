@@ -17,6 +17,9 @@ from shared.connections.static import load_settings_connections
 from shared.engine.executor import FlowExecutor
 from shared.engine.ports import Connection, ModelPort
 from shared.engine.worst_case import ModelCallLimits
+from shared.gateway.aliases import ModelAliasService
+from shared.gateway.service import Gateway
+from shared.gateway.upstream import Upstream
 from shared.services.catalog import FlowCatalog
 from shared.services.credentials import CredentialService
 from shared.services.prices import PriceBook
@@ -51,9 +54,11 @@ class Services:
     usage: UsageService
     clock: Clock
     azure_credential: AppAzureCredential
+    gateway: Gateway
+    aliases: ModelAliasService
 
     async def close(self) -> None:
-        for resource in (self.model, self.queue, self.credentials.resolver):
+        for resource in (self.model, self.queue, self.credentials.resolver, self.gateway):
             closer = getattr(resource, "close", None)
             if closer is not None:
                 await closer()
@@ -106,6 +111,9 @@ async def build_services(settings: Settings | None = None, *, stores: Stores | N
                       sync_limit_seconds=settings.sync_limit_seconds, call_limits=ModelCallLimits(
                           settings.model_timeout_seconds, settings.model_max_attempts, MAX_RETRY_WAIT))
     usage = UsageService(stores.usage_queries, stores.budgets)
+    gateway = Gateway(stores.aliases, credentials, endpoints, stores.bookkeeping, runs.budget, prices,
+                      Upstream(endpoints, settings.model_timeout_seconds, azure_credential), now=clock.now)
+    aliases = ModelAliasService(stores.aliases, stores.tenants, stores.credentials, prices, gateway.forget_alias)
     return Services(settings, stores, catalog, connections, endpoints, model, prices, box, tenants, credentials, runs,
                     queue, QueueWorker(runs), ScheduleService(stores.schedules, catalog, runs, queue, clock), usage,
-                    clock, azure_credential)
+                    clock, azure_credential, gateway=gateway, aliases=aliases)

@@ -53,6 +53,8 @@ def create_asgi_app() -> Any:
     from starlette.routing import Route
 
     def endpoint(route: str, user_function: Any) -> Any:
+        api_answer = getattr(user_function, "api_answer", None)
+
         async def handle(request: Request) -> Response:
             # starlette's own mappings go in as they are: HttpRequest keeps its one lower-cased copy of the headers
             http_request = func.HttpRequest(
@@ -60,6 +62,8 @@ def create_asgi_app() -> Any:
                 route_params=request.path_params, body=await request.body())
             if route == STREAMED_ROUTE and "text/event-stream" in request.headers.get("accept", ""):
                 return await streamed(http_request)
+            if api_answer is not None:  # a function that can hand over its answer unsent (the gateway's)
+                return starlette_response(await api_answer(http_request))
             answer = await user_function(http_request)
             return Response(answer.get_body(), status_code=answer.status_code, headers=answer.headers)
 
@@ -75,15 +79,27 @@ STREAMED_ROUTE = "flows/{flow}/runs"
 async def streamed(http_request: Any) -> Any:
     """A run asked for as server-sent events: the same handler as the Functions host's, but its events are sent
     as they happen (the host sends them whole at the end, see shared.functions.http.respond)."""
-    from starlette.responses import Response, StreamingResponse
-
     from shared.functions import http_handlers
     from shared.functions.http import answer, to_api
 
-    response = await answer(to_api(http_request), http_handlers.start_run)
-    if response.stream is None:  # refused before the run started: problem details
+    return starlette_response(await answer(to_api(http_request), http_handlers.start_run))
+
+
+def starlette_response(response: Any) -> Any:
+    """An ApiResponse as starlette sends it: streamed when it has a stream (after its `body`)."""
+    from starlette.responses import Response, StreamingResponse
+
+    if response.stream is None:
         return Response(response.body, status_code=response.status, headers=response.headers)
-    return StreamingResponse(response.stream, status_code=response.status, headers=response.headers)
+    stream = response.stream
+    if response.body:
+        async def with_head() -> AsyncIterator[bytes]:
+            yield response.body
+            async for chunk in stream:
+                yield chunk
+
+        stream = with_head()
+    return StreamingResponse(stream, status_code=response.status, headers=response.headers)
 
 
 @asynccontextmanager

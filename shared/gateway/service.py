@@ -1,0 +1,362 @@
+"""The gateway's chat completions: alias → the tenant's own credential and deployment, the tenant's budget reserved
+before the call and its usage charged after it through the same bookkeeping as flow runs (shared.services.metering:
+one atomic reserve, one atomic charge), the request body passed on unchanged except `model`, the answer passed
+back as it came (a stream relayed chunk by chunk).
+
+Each request is recorded as a run: trigger `gateway`, flow `gateway`, one step named by the alias, run id = the
+request id the caller gets in `x-tenantflow-request-id`. A refused request (budget, unknown alias) writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+from shared.connections.allowlist import EndpointAllowlist
+from shared.engine.executor import credential_connection
+from shared.engine.ports import Connection, CredentialSource, StepFailure
+from shared.engine.usage import TokenUsage
+from shared.gateway.upstream import Upstream, UpstreamAnswer, UpstreamUnreachable
+from shared.secret import redact_text
+from shared.services.metering import COMPLETION_BOUND, LEASE_TTL, RunBook, period_reset, prompt_bound
+from shared.services.prices import PriceBook
+from shared.storage.models import BookBatch, Budget, Lease, ModelAlias, RunRecord, StepRecord, UsageRecord, period_of
+from shared.storage.ports import Bookkeeping, ModelAliasStore
+
+log = logging.getLogger(__name__)
+GATEWAY = "gateway"  # the trigger and flow id of gateway requests in runs and the ledger
+ALIAS_CACHE_SECONDS = 5.0  # an alias change reaches other instances within this bound
+DRAIN_SECONDS = 60.0  # after a client left mid-stream, how long the upstream is read for its usage chunk
+CREDENTIAL_STATUS = {"credential_not_found": 404, "tenant_suspended": 403, "tenant_not_found": 404}
+
+
+class GatewayError(Exception):
+    """An answer in the OpenAI error shape: `status` picks the SDK's exception class."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "code": self.code, "param": self.param}}
+
+
+@dataclass
+class GatewayReply:
+    status: int
+    body: bytes
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+    stream: AsyncIterator[bytes] | None = None
+
+
+@dataclass
+class Call:
+    """One gateway request on its way: what its charge needs once the answer is in."""
+
+    tenant_id: str
+    request_id: str
+    alias: ModelAlias
+    connection: Connection
+    book: RunBook
+    lease: Lease | None
+    prompt_estimate: int
+    started: float
+    created_at: datetime
+    recorded: bool = False
+
+
+@dataclass
+class StreamState:
+    usage: dict[str, Any] | None = None
+    model: str = ""
+    content_chars: int = 0
+    complete: bool = False
+
+
+class Gateway:
+    def __init__(self, aliases: ModelAliasStore, credentials: CredentialSource, endpoints: EndpointAllowlist,
+                 bookkeeping: Bookkeeping, budget: Callable[[str], Awaitable[Budget | None]], prices: PriceBook,
+                 upstream: Upstream, now: Callable[[], datetime] | None = None) -> None:
+        self.aliases = aliases
+        self.credentials = credentials
+        self.endpoints = endpoints
+        self.bookkeeping = bookkeeping
+        self.budget = budget
+        self.prices = prices
+        self.upstream = upstream
+        self.now = now or (lambda: datetime.now(UTC))
+        self.alias_cache: dict[tuple[str, str], tuple[float, ModelAlias | None]] = {}
+        self.draining: set[asyncio.Task[None]] = set()  # charges of streams whose client left
+
+    # --- aliases ------------------------------------------------------------------------------------------------
+    async def alias(self, tenant_id: str, name: str) -> ModelAlias:
+        key = (tenant_id, name)
+        cached = self.alias_cache.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            found = cached[1]
+        else:
+            found = await self.aliases.get(tenant_id, name)
+            if len(self.alias_cache) > 10_000:
+                self.alias_cache.clear()
+            self.alias_cache[key] = (time.monotonic() + ALIAS_CACHE_SECONDS, found)
+        if found is None:
+            raise GatewayError(404, f"The model `{name[:100]}` does not exist or you do not have access to it.",
+                               code="model_not_found", param="model")
+        return found
+
+    def forget_alias(self, tenant_id: str, name: str) -> None:
+        self.alias_cache.pop((tenant_id, name), None)
+
+    # --- chat completions ---------------------------------------------------------------------------------------
+    async def chat(self, tenant_id: str, request_id: str, alias_name: str, body: dict[str, Any]) -> GatewayReply:
+        """`body` is the caller's request; only `model` (and, for a stream, `stream_options.include_usage`) is
+        changed before it goes upstream."""
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise GatewayError(400, "'messages' must be a non-empty array", param="messages")
+        alias = await self.alias(tenant_id, alias_name)
+        connection = await self.connection(tenant_id, alias)
+        stream = body.get("stream") is True
+        wants_usage = False
+        body["model"] = alias.deployment
+        if stream:
+            options = body.get("stream_options")
+            wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        call = await self.reserve(tenant_id, request_id, alias, connection, body, messages)
+        try:
+            answer = await self.upstream.post(connection, alias.deployment,
+                                              json.dumps(body, ensure_ascii=False).encode(), stream)
+        except UpstreamUnreachable as exc:
+            await self.failed(call, "upstream_unreachable")
+            raise GatewayError(502, redact_text(str(exc), secrets_of(connection)), "upstream_error",
+                               "upstream_unreachable") from None
+        except BaseException:
+            await self.failed(call, "interrupted")
+            raise
+        if answer.status != 200:
+            await self.failed(call, f"upstream_{answer.status}")
+            return self.upstream_error(answer, connection)
+        if answer.chunks is not None:
+            return GatewayReply(200, b"", answer.content_type, answer.headers,
+                                self.relay(call, answer, wants_usage))
+        try:
+            served = json.loads(answer.body)
+        except ValueError:
+            served = {}
+        usage = served.get("usage") if isinstance(served, dict) else None
+        await self.charge(call, TokenUsage.from_openai(usage), str(served.get("model") or "")
+                          if isinstance(served, dict) else "", estimated=usage is None)
+        return GatewayReply(200, answer.body, answer.content_type, answer.headers)
+
+    async def connection(self, tenant_id: str, alias: ModelAlias) -> Connection:
+        try:
+            fields = await self.credentials.load(tenant_id, alias.credential)
+            return credential_connection(alias.credential, fields, self.endpoints)
+        except StepFailure as exc:
+            raise GatewayError(CREDENTIAL_STATUS.get(exc.code, 400), f"model {alias.alias}: {exc}",
+                               code=exc.code, param="model") from None
+
+    async def reserve(self, tenant_id: str, request_id: str, alias: ModelAlias, connection: Connection,
+                      body: dict[str, Any], messages: list[Any]) -> Call:
+        """Holds a lease on the tenant's budget (when it has limits) for the request's upper bound; 429
+        `budget_exceeded` when used + reserved + it would pass a limit."""
+        now = self.now()
+        prompt = prompt_bound([m for m in messages if isinstance(m, dict)])
+        book = RunBook(self.bookkeeping, tenant_id)
+        call = Call(tenant_id, request_id, alias, connection, book, None, prompt, time.perf_counter(), now)
+        budget = await self.budget(tenant_id)
+        if budget is None or (budget.monthly_tokens is None and budget.monthly_cost is None):
+            return call
+        completion = next((v for v in (body.get("max_completion_tokens"), body.get("max_tokens"))
+                           if isinstance(v, int) and not isinstance(v, bool) and v > 0), COMPLETION_BOUND)
+        n = body.get("n")
+        choices = n if isinstance(n, int) and n > 0 else 1
+        tokens = prompt + completion * choices
+        price = self.prices.price(tenant_id, *self.price_names(alias, ""))
+        cost = price.cost(TokenUsage(prompt, completion * choices, tokens)) if price is not None else Decimal(0)
+        lease = Lease(tenant_id, f"{request_id}|{alias.alias}|0", request_id, period_of(now), tokens, cost,
+                      now + LEASE_TTL)
+        result = await book.commit(reserve=lease, limits=budget)
+        if not result.reserved:
+            reset = period_reset(lease.period)
+            seconds = max(int((reset - now).total_seconds()) + 1, 1)
+            raise GatewayError(429, f"tenant {tenant_id} is over its monthly budget for {lease.period}; it resets "
+                               f"{reset.isoformat().replace('+00:00', 'Z')}", "insufficient_quota",
+                               "budget_exceeded", headers={"retry-after": str(seconds)})
+        call.lease = lease
+        return call
+
+    @staticmethod
+    def price_names(alias: ModelAlias, served_model: str) -> tuple[str, ...]:
+        """`price_as` overrides; else the model the upstream reports, then the deployment name."""
+        return (alias.price_as,) if alias.price_as else (served_model, alias.deployment)
+
+    async def charge(self, call: Call, usage: TokenUsage, served_model: str, estimated: bool = False,
+                     error: str | None = None) -> None:
+        """Records the call once: its usage record and its run (status, one step) in one transaction that also
+        releases its lease."""
+        if call.recorded:
+            return
+        call.recorded = True
+        now = self.now()
+        alias = call.alias
+        cost = self.prices.cost(call.tenant_id, usage, *self.price_names(alias, served_model)) if error is None \
+            else None
+        step_usage = usage.as_dict()
+        if estimated:
+            step_usage["estimated"] = True
+        run_usage: dict[str, Any] = {**usage.as_dict(), "cost": str(cost) if cost is not None else None,
+                                     "model_calls": 0 if error else 1, "model": served_model or alias.deployment}
+        if estimated:
+            run_usage["estimated"] = True
+        if error:
+            run_usage["error_code"] = error
+        duration = round((time.perf_counter() - call.started) * 1000, 3)
+        run = RunRecord(call.request_id, call.tenant_id, GATEWAY, "", GATEWAY, "failed" if error else "succeeded",
+                        error=error, steps=[StepRecord(alias.alias, "chat_completion", "failed" if error else
+                                                       "succeeded", duration, None if error else step_usage, error)],
+                        usage=run_usage, created_at=call.created_at, started_at=call.created_at, finished_at=now)
+        charges: tuple[UsageRecord, ...] = ()
+        if error is None:
+            charges = (UsageRecord(
+                tenant_id=call.tenant_id, run_id=call.request_id, flow_id=GATEWAY, step_id=alias.alias, iteration=0,
+                attempt=1, model=served_model or alias.deployment,
+                endpoint_host=urlsplit(call.connection.endpoint).hostname or "", prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens,
+                cached_tokens=usage.cached_tokens, reasoning_tokens=usage.reasoning_tokens, cost=cost,
+                recorded_at=now),)
+        released = (call.lease.lease_id,) if call.lease is not None else ()
+        await call.book.close(BookBatch(call.tenant_id, create_run=run, charges=charges, released=released))
+
+    async def failed(self, call: Call, code: str) -> None:
+        await self.charge(call, TokenUsage(), "", error=code)
+
+    def upstream_error(self, answer: UpstreamAnswer, connection: Connection) -> GatewayReply:
+        """The upstream's error, in the OpenAI shape, with its status, retry-after and code; never the key."""
+        try:
+            parsed = json.loads(answer.body)
+        except ValueError:
+            parsed = None
+        inner = parsed.get("error") if isinstance(parsed, dict) else None
+        if not isinstance(inner, dict):
+            inner = {}
+        message = inner.get("message")
+        if not isinstance(message, str):
+            message = f"the model endpoint answered HTTP {answer.status}"
+        error = GatewayError(answer.status, redact_text(message[:1000], secrets_of(connection)),
+                             str(inner.get("type") or "upstream_error"),
+                             str(inner["code"]) if inner.get("code") is not None else None,
+                             str(inner["param"]) if isinstance(inner.get("param"), str) else None)
+        return GatewayReply(answer.status, json.dumps(error.body()).encode(), "application/json", answer.headers)
+
+    # --- streams ------------------------------------------------------------------------------------------------
+    async def relay(self, call: Call, answer: UpstreamAnswer, wants_usage: bool) -> AsyncIterator[bytes]:
+        """Passes the upstream's server-sent events on as they arrive (the usage chunk only if the caller asked
+        for it) and charges the call once, from the usage chunk. If the caller goes away first, the upstream is
+        read on (in a task of its own) to its usage chunk; if that never comes an estimate is charged."""
+        state = StreamState()
+        assert answer.chunks is not None
+        pending = b""
+        try:
+            async for data in answer.chunks:
+                pending += data
+                out = []
+                while True:
+                    end = pending.find(b"\n\n")
+                    if end < 0:
+                        break
+                    event, pending = pending[:end + 2], pending[end + 2:]
+                    if observe(event, state) and not wants_usage:
+                        continue
+                    out.append(event)
+                if out:
+                    yield b"".join(out)
+            if pending:
+                yield pending
+            state.complete = True
+        except Exception as exc:  # the upstream broke off: what was relayed is charged (estimated if need be)
+            log.warning("gateway stream %s: the upstream broke off (%s)", call.request_id, type(exc).__name__)
+            state.complete = True
+        finally:
+            if state.complete:
+                await answer.close()
+                await self.charge_stream(call, state)
+            else:  # the caller left: read on and charge in a task of its own (this one is being cancelled)
+                task = asyncio.ensure_future(self.drain(call, answer, state))
+                self.draining.add(task)
+                task.add_done_callback(self.draining.discard)
+
+    async def drain(self, call: Call, answer: UpstreamAnswer, state: StreamState) -> None:
+        assert answer.chunks is not None
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                pending = b""
+                async for data in answer.chunks:
+                    pending += data
+                    while (end := pending.find(b"\n\n")) >= 0:
+                        observe(pending[:end + 2], state)
+                        pending = pending[end + 2:]
+                    if state.usage is not None:
+                        break
+        except Exception as exc:
+            log.warning("gateway stream %s: reading on after the client left failed (%s)", call.request_id,
+                        type(exc).__name__)
+        finally:
+            await answer.close()
+            await self.charge_stream(call, state)
+
+    async def charge_stream(self, call: Call, state: StreamState) -> None:
+        if state.usage is not None:
+            await self.charge(call, TokenUsage.from_openai(state.usage), state.model)
+            return
+        completion = (state.content_chars + 3) // 4  # ~4 characters a token; the bound of the prompt itself
+        await self.charge(call, TokenUsage(call.prompt_estimate, completion, call.prompt_estimate + completion),
+                          state.model, estimated=True)
+
+    async def close(self) -> None:
+        if self.draining:
+            await asyncio.gather(*self.draining, return_exceptions=True)
+        await self.upstream.close()
+
+
+def observe(event: bytes, state: StreamState) -> bool:
+    """Reads one server-sent event into `state` (model, usage, content length); True for the usage chunk."""
+    usage_chunk = False
+    for line in event.split(b"\n"):
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[5:].strip()
+        if not payload or payload == b"[DONE]":
+            continue
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            continue
+        if not isinstance(chunk, dict):
+            continue
+        state.model = chunk.get("model") or state.model
+        choices = chunk.get("choices") or []
+        for choice in choices:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if isinstance(delta, dict):
+                state.content_chars += len(delta.get("content") or "") + len(str(delta.get("tool_calls") or ""))
+        if isinstance(chunk.get("usage"), dict):
+            state.usage = chunk["usage"]
+            usage_chunk = not choices
+    return usage_chunk
+
+
+def secrets_of(connection: Connection) -> tuple[str, ...]:
+    return (connection.api_key.reveal(),) if connection.api_key is not None else ()

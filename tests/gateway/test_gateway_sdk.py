@@ -1,0 +1,90 @@
+"""The real openai SDK (OpenAI and AzureOpenAI, sync and async) against the gateway served over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+
+import openai
+import pytest
+from pydantic import BaseModel
+
+API_VERSION = "2024-10-21"
+
+
+def clients(gateway, key):
+    return (openai.OpenAI(base_url=f"{gateway.base}/api/v1", api_key=key, max_retries=0),
+            openai.AzureOpenAI(azure_endpoint=f"{gateway.base}/api", api_key=key, api_version=API_VERSION,
+                               max_retries=0))
+
+
+async def test_openai_and_azure_clients_sync_and_async_get_the_upstream_answer(gateway):
+    key = await gateway.tenant("acme")
+    sync_openai, sync_azure = clients(gateway, key)
+    async_openai = openai.AsyncOpenAI(base_url=f"{gateway.base}/api/v1", api_key=key, max_retries=0)
+    async_azure = openai.AsyncAzureOpenAI(azure_endpoint=f"{gateway.base}/api", api_key=key, api_version=API_VERSION,
+                                          max_retries=0)
+    messages = [{"role": "user", "content": "Where is my order?"}]
+    answers = [
+        await asyncio.to_thread(lambda: sync_openai.chat.completions.create(model="chat", messages=messages)),
+        await asyncio.to_thread(lambda: sync_azure.chat.completions.create(model="chat", messages=messages)),
+        await async_openai.chat.completions.create(model="chat", messages=messages),
+        await async_azure.chat.completions.create(model="chat", messages=messages),
+    ]
+    for answer in answers:
+        assert answer.model == "gpt-4o-mini-2024-07-18"  # the upstream's own, not the alias nor the deployment
+        assert answer.choices[0].message.content.startswith("[prod-chat] Re: Where is my order?")
+        assert answer.usage.prompt_tokens > 0
+    models = await asyncio.to_thread(lambda: [m.id for m in sync_openai.models.list()])
+    assert models == ["chat"]
+    await async_openai.close()
+    await async_azure.close()
+
+
+async def test_a_request_id_comes_back_and_the_call_is_in_the_ledger_as_a_gateway_run(gateway):
+    key = await gateway.tenant("acme")
+    client = openai.AsyncOpenAI(base_url=f"{gateway.base}/api/v1", api_key=key, max_retries=0)
+    raw = await client.chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": "hello"}])
+    request_id = raw.headers["x-tenantflow-request-id"]
+    answer = raw.parse()
+    records = await gateway.svc.stores.usage.list_for_run("acme", request_id)
+    assert [(r.flow_id, r.step_id, r.model, r.prompt_tokens, r.completion_tokens) for r in records] == [
+        ("gateway", "chat", "gpt-4o-mini-2024-07-18", answer.usage.prompt_tokens, answer.usage.completion_tokens)]
+    assert records[0].cost is not None and records[0].cost > 0  # priced as gpt-4o-mini by prefix
+    run = await gateway.svc.stores.runs.get("acme", request_id)
+    assert (run.trigger, run.flow_id, run.status, run.steps[0].id) == ("gateway", "gateway", "succeeded", "chat")
+    await client.close()
+
+
+@pytest.mark.parametrize("headers", [{"api-key": "{key}"}, {"x-api-key": "{key}"}])
+async def test_each_key_header_is_accepted(gateway, headers):
+    import httpx
+
+    key = await gateway.tenant("acme")
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(f"{gateway.base}/api/v1/models",
+                                headers={k: v.format(key=key) for k, v in headers.items()})
+        assert answer.status_code == 200 and [m["id"] for m in answer.json()["data"]] == ["chat"]
+        refused = await http.get(f"{gateway.base}/api/v1/models", headers={"api-key": key[:-2] + "xx"})
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+        assert refused.headers["x-tenantflow-request-id"].startswith("gw-")
+
+
+async def test_parse_with_a_pydantic_model_and_tools_pass_through(gateway):
+    class Order(BaseModel):
+        order_id: str
+        items: int
+
+    key = await gateway.tenant("acme")
+    client = openai.AsyncOpenAI(base_url=f"{gateway.base}/api/v1", api_key=key, max_retries=0)
+    parsed = await client.chat.completions.parse(model="chat", response_format=Order,
+                                                 messages=[{"role": "user", "content": "Order 42, 3 items"}])
+    assert isinstance(parsed.choices[0].message.parsed, Order)
+    tools = [{"type": "function", "function": {"name": "order_status", "parameters": {
+        "type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}}}]
+    called = await client.chat.completions.create(model="chat", tools=tools, tool_choice="required", n=2,
+                                                  messages=[{"role": "user", "content": "Where is order 42?"}])
+    assert len(called.choices) == 2
+    call = called.choices[0].message.tool_calls[0]
+    assert call.function.name == "order_status" and "order_id" in call.function.arguments
+    await client.close()
