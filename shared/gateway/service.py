@@ -232,7 +232,7 @@ class Gateway:
         if error is None:
             charges = (UsageRecord(
                 tenant_id=call.tenant_id, run_id=call.request_id, flow_id=GATEWAY, step_id=alias.alias, iteration=0,
-                attempt=1, model=served_model or alias.deployment,
+                attempt=1, model=alias.deployment,  # the deployment, as for flow calls; priced by the served model
                 endpoint_host=urlsplit(call.connection.endpoint).hostname or "", prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens,
                 cached_tokens=usage.cached_tokens, reasoning_tokens=usage.reasoning_tokens, cost=cost,

@@ -49,7 +49,7 @@ async def test_a_request_id_comes_back_and_the_call_is_in_the_ledger_as_a_gatewa
     answer = raw.parse()
     records = await gateway.svc.stores.usage.list_for_run("acme", request_id)
     assert [(r.flow_id, r.step_id, r.model, r.prompt_tokens, r.completion_tokens) for r in records] == [
-        ("gateway", "chat", "gpt-4o-mini-2024-07-18", answer.usage.prompt_tokens, answer.usage.completion_tokens)]
+        ("gateway", "chat", "prod-chat", answer.usage.prompt_tokens, answer.usage.completion_tokens)]
     assert records[0].cost is not None and records[0].cost > 0  # priced as gpt-4o-mini by prefix
     run = await gateway.svc.stores.runs.get("acme", request_id)
     assert (run.trigger, run.flow_id, run.status, run.steps[0].id) == ("gateway", "gateway", "succeeded", "chat")
