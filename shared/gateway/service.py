@@ -30,11 +30,11 @@ from shared.services.metering import COMPLETION_BOUND, LEASE_TTL, RunBook, perio
 from shared.services.prices import PriceBook
 from shared.storage.models import BookBatch, Budget, Lease, ModelAlias, RunRecord, StepRecord, UsageRecord, period_of
 from shared.storage.ports import Bookkeeping, ModelAliasStore
+from shared.telemetry import Telemetry, mark_error, telemetry
 
 log = logging.getLogger(__name__)
 GATEWAY = "gateway"  # the trigger and flow id of gateway requests in runs and the ledger
 ALIAS_CACHE_SECONDS = 5.0  # an alias change reaches other instances within this bound
-DRAIN_SECONDS = 60.0  # after a client left mid-stream, how long the upstream is read for its usage chunk
 CREDENTIAL_STATUS = {"credential_not_found": 404, "tenant_suspended": 403, "tenant_not_found": 404}
 
 
@@ -73,6 +73,7 @@ class Call:
     prompt_estimate: int
     started: float
     created_at: datetime
+    span: Any  # the request's span (ended by its charge)
     recorded: bool = False
 
 
@@ -81,13 +82,13 @@ class StreamState:
     usage: dict[str, Any] | None = None
     model: str = ""
     content_chars: int = 0
-    complete: bool = False
 
 
 class Gateway:
     def __init__(self, aliases: ModelAliasStore, credentials: CredentialSource, endpoints: EndpointAllowlist,
                  bookkeeping: Bookkeeping, budget: Callable[[str], Awaitable[Budget | None]], prices: PriceBook,
-                 upstream: Upstream, now: Callable[[], datetime] | None = None) -> None:
+                 upstream: Upstream, now: Callable[[], datetime] | None = None,
+                 tracing: Telemetry | None = None) -> None:
         self.aliases = aliases
         self.credentials = credentials
         self.endpoints = endpoints
@@ -96,6 +97,7 @@ class Gateway:
         self.prices = prices
         self.upstream = upstream
         self.now = now or (lambda: datetime.now(UTC))
+        self.tracing = tracing  # None: the process's (a no-op until telemetry is configured)
         self.alias_cache: dict[tuple[str, str], tuple[float, ModelAlias | None]] = {}
         self.draining: set[asyncio.Task[None]] = set()  # charges of streams whose client left
 
@@ -121,7 +123,26 @@ class Gateway:
     # --- chat completions ---------------------------------------------------------------------------------------
     async def chat(self, tenant_id: str, request_id: str, alias_name: str, body: dict[str, Any]) -> GatewayReply:
         """`body` is the caller's request; only `model` (and, for a stream, `stream_options.include_usage`) is
-        changed before it goes upstream."""
+        changed before it goes upstream. One CLIENT span per request (GenAI attributes, never the messages),
+        ended when the call is charged (for a stream: at its end)."""
+        from opentelemetry.trace import SpanKind
+
+        tracing = self.tracing or telemetry()
+        span = tracing.tracer.start_span(f"chat {alias_name[:64]}", kind=SpanKind.CLIENT, attributes={
+            "tenant.id": tenant_id, "tenantflow.request_id": request_id, "tenantflow.trigger": GATEWAY,
+            "gen_ai.operation.name": "chat", "gen_ai.request.model": alias_name[:64]})
+        holder: list[Call] = []
+        try:
+            return await self.forward(tenant_id, request_id, alias_name, body, span, holder)
+        except BaseException as exc:
+            if not (holder and holder[0].recorded):  # a charge ends its span; else it ends here
+                mark_error(span, exc.code or str(exc.status) if isinstance(exc, GatewayError) else
+                           type(exc).__name__)
+                span.end()
+            raise
+
+    async def forward(self, tenant_id: str, request_id: str, alias_name: str, body: dict[str, Any], span: Any,
+                      holder: list[Call]) -> GatewayReply:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise GatewayError(400, "'messages' must be a non-empty array", param="messages")
@@ -134,7 +155,11 @@ class Gateway:
             options = body.get("stream_options")
             wants_usage = isinstance(options, dict) and options.get("include_usage") is True
             body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-        call = await self.reserve(tenant_id, request_id, alias, connection, body, messages)
+        span.set_attributes({"gen_ai.system": "openai" if connection.kind == "openai" else "az.ai.openai",
+                             "server.address": urlsplit(connection.endpoint).hostname or "",
+                             "tenantflow.deployment": alias.deployment, "gen_ai.request.stream": stream})
+        call = await self.reserve(tenant_id, request_id, alias, connection, body, messages, span)
+        holder.append(call)
         try:
             answer = await self.upstream.post(connection, alias.deployment,
                                               json.dumps(body, ensure_ascii=False).encode(), stream)
@@ -169,13 +194,13 @@ class Gateway:
                                code=exc.code, param="model") from None
 
     async def reserve(self, tenant_id: str, request_id: str, alias: ModelAlias, connection: Connection,
-                      body: dict[str, Any], messages: list[Any]) -> Call:
+                      body: dict[str, Any], messages: list[Any], span: Any) -> Call:
         """Holds a lease on the tenant's budget (when it has limits) for the request's upper bound; 429
         `budget_exceeded` when used + reserved + it would pass a limit."""
         now = self.now()
         prompt = prompt_bound([m for m in messages if isinstance(m, dict)])
         book = RunBook(self.bookkeeping, tenant_id)
-        call = Call(tenant_id, request_id, alias, connection, book, None, prompt, time.perf_counter(), now)
+        call = Call(tenant_id, request_id, alias, connection, book, None, prompt, time.perf_counter(), now, span)
         budget = await self.budget(tenant_id)
         if budget is None or (budget.monthly_tokens is None and budget.monthly_cost is None):
             return call
@@ -238,7 +263,22 @@ class Gateway:
                 cached_tokens=usage.cached_tokens, reasoning_tokens=usage.reasoning_tokens, cost=cost,
                 recorded_at=now),)
         released = (call.lease.lease_id,) if call.lease is not None else ()
-        await call.book.close(BookBatch(call.tenant_id, create_run=run, charges=charges, released=released))
+        try:
+            await call.book.close(BookBatch(call.tenant_id, create_run=run, charges=charges, released=released))
+        finally:
+            self.end_span(call, usage, served_model, cost, error)
+
+    def end_span(self, call: Call, usage: TokenUsage, served_model: str, cost: Decimal | None,
+                 error: str | None) -> None:
+        span = call.span
+        if error is not None:
+            mark_error(span, error)
+        else:
+            span.set_attributes({"gen_ai.response.model": served_model or call.alias.deployment,
+                                 "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                                 "gen_ai.usage.output_tokens": usage.completion_tokens})
+            (self.tracing or telemetry()).record_usage(call.tenant_id, call.alias.alias, usage, cost)
+        span.end()
 
     async def failed(self, call: Call, code: str) -> None:
         await self.charge(call, TokenUsage(), "", error=code)
@@ -262,60 +302,48 @@ class Gateway:
         return GatewayReply(answer.status, json.dumps(error.body()).encode(), "application/json", answer.headers)
 
     # --- streams ------------------------------------------------------------------------------------------------
-    async def relay(self, call: Call, answer: UpstreamAnswer, wants_usage: bool) -> AsyncIterator[bytes]:
-        """Passes the upstream's server-sent events on as they arrive (the usage chunk only if the caller asked
-        for it) and charges the call once, from the usage chunk. If the caller goes away first, the upstream is
-        read on (in a task of its own) to its usage chunk; if that never comes an estimate is charged."""
-        state = StreamState()
+    def relay(self, call: Call, answer: UpstreamAnswer, wants_usage: bool) -> AsyncIterator[bytes]:
+        """The caller's stream: the upstream's server-sent events as they arrive (the usage chunk only if the caller
+        asked for it). A task of its own reads the upstream and charges the call once, from the usage chunk, before
+        `[DONE]` is passed on; if the caller goes away, it reads on to the usage chunk all the same (if that never
+        comes, an estimate is charged, marked `estimated`)."""
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        task = asyncio.ensure_future(self.pump(call, answer, wants_usage, queue))
+        self.draining.add(task)
+        task.add_done_callback(self.draining.discard)
+        return queued(queue)
+
+    async def pump(self, call: Call, answer: UpstreamAnswer, wants_usage: bool,
+                   queue: asyncio.Queue[bytes | None]) -> None:
         assert answer.chunks is not None
+        state = StreamState()
         pending = b""
         try:
             async for data in answer.chunks:
                 pending += data
                 out = []
-                while True:
-                    end = pending.find(b"\n\n")
-                    if end < 0:
-                        break
+                while (end := pending.find(b"\n\n")) >= 0:
                     event, pending = pending[:end + 2], pending[end + 2:]
                     if observe(event, state) and not wants_usage:
                         continue
+                    if event.startswith(b"data: [DONE]"):
+                        await self.charge_stream(call, state)  # in the ledger before the caller sees the end
                     out.append(event)
                 if out:
-                    yield b"".join(out)
+                    queue.put_nowait(b"".join(out))
             if pending:
-                yield pending
-            state.complete = True
-        except Exception as exc:  # the upstream broke off: what was relayed is charged (estimated if need be)
+                queue.put_nowait(pending)
+        except Exception as exc:  # the upstream broke off: the caller is told, what was served is charged (estimated)
             log.warning("gateway stream %s: the upstream broke off (%s)", call.request_id, type(exc).__name__)
-            state.complete = True
+            broke = GatewayError(502, f"the model endpoint's stream broke off ({type(exc).__name__})",
+                                 "server_error", "upstream_stream_broken")
+            queue.put_nowait(b"data: " + json.dumps(broke.body()).encode() + b"\n\n")
         finally:
-            if state.complete:
+            try:
                 await answer.close()
                 await self.charge_stream(call, state)
-            else:  # the caller left: read on and charge in a task of its own (this one is being cancelled)
-                task = asyncio.ensure_future(self.drain(call, answer, state))
-                self.draining.add(task)
-                task.add_done_callback(self.draining.discard)
-
-    async def drain(self, call: Call, answer: UpstreamAnswer, state: StreamState) -> None:
-        assert answer.chunks is not None
-        try:
-            async with asyncio.timeout(DRAIN_SECONDS):
-                pending = b""
-                async for data in answer.chunks:
-                    pending += data
-                    while (end := pending.find(b"\n\n")) >= 0:
-                        observe(pending[:end + 2], state)
-                        pending = pending[end + 2:]
-                    if state.usage is not None:
-                        break
-        except Exception as exc:
-            log.warning("gateway stream %s: reading on after the client left failed (%s)", call.request_id,
-                        type(exc).__name__)
-        finally:
-            await answer.close()
-            await self.charge_stream(call, state)
+            finally:
+                queue.put_nowait(None)
 
     async def charge_stream(self, call: Call, state: StreamState) -> None:
         if state.usage is not None:
@@ -360,3 +388,8 @@ def observe(event: bytes, state: StreamState) -> bool:
 
 def secrets_of(connection: Connection) -> tuple[str, ...]:
     return (connection.api_key.reveal(),) if connection.api_key is not None else ()
+
+
+async def queued(queue: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
+    while (item := await queue.get()) is not None:
+        yield item

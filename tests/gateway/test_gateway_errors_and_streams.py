@@ -124,14 +124,15 @@ async def test_a_stream_without_include_usage_gets_no_usage_chunk_but_is_still_m
 
 async def test_a_client_that_leaves_mid_stream_is_charged_exactly_once(gateway):
     key = await gateway.tenant("acme")
-    body = {"model": "chat", "stream": True, "max_tokens": 400,
-            "messages": [{"role": "user", "content": "write at length " * 40}]}
+    body = {"model": "chat", "stream": True, "max_tokens": 400,  # ~40 chunks, 20 ms apart: the client leaves early
+            "messages": [{"role": "user", "content": "[[fault:chunk-delay=20]] " + "write at length " * 40}]}
     async with httpx.AsyncClient() as http:
         async with http.stream("POST", f"{gateway.base}/api/v1/chat/completions", headers={"x-api-key": key},
                                json=body) as response:
             request_id = response.headers["x-tenantflow-request-id"]
             async for _ in response.aiter_bytes():
                 break  # one chunk, then the client goes away
+    assert await usage_of(gateway, "acme", request_id) == []  # still streaming upstream
     for _ in range(100):
         records = await usage_of(gateway, "acme", request_id)
         if records:
@@ -142,4 +143,55 @@ async def test_a_client_that_leaves_mid_stream_is_charged_exactly_once(gateway):
     assert len(records) == 1 and records[0].completion_tokens > 0
     run = await gateway.svc.stores.runs.get("acme", request_id)
     assert run.status == "succeeded" and run.usage["total_tokens"] == records[0].total_tokens
-    assert json.dumps(run.usage)  # the run carries the same totals as the ledger
+    assert "estimated" not in run.usage  # the real usage chunk, read after the client left
+
+
+async def test_an_upstream_that_breaks_off_mid_stream_is_charged_an_estimate_marked_estimated(gateway):
+    key = await gateway.tenant("acme")
+    client = async_client(gateway, key)
+    raw = await client.chat.completions.with_raw_response.create(
+        model="chat", stream=True, messages=[{"role": "user", "content": "[[fault:stream-break]] tell me more"}])
+    chunks = []
+    with pytest.raises(openai.APIError):  # the stream ends without [DONE]
+        async for chunk in raw.parse():
+            chunks.append(chunk)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    request_id = raw.headers["x-tenantflow-request-id"]
+    records = await usage_of(gateway, "acme", request_id)
+    assert len(records) == 1 and records[0].prompt_tokens > 0 and records[0].completion_tokens > 0
+    run = await gateway.svc.stores.runs.get("acme", request_id)
+    assert run.usage["estimated"] is True and run.steps[0].usage["estimated"] is True
+    await client.close()
+
+
+async def test_one_span_per_request_with_tenant_and_gen_ai_attributes_never_the_prompt(gateway):
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from shared.telemetry import Telemetry
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    gateway.svc.gateway.tracing = Telemetry(provider, MeterProvider())
+    key = await gateway.tenant("acme")
+    client = async_client(gateway, key)
+    secret_prompt = "canary-prompt-7f3a"
+    answer = await client.chat.completions.create(model="chat", messages=[{"role": "user", "content": secret_prompt}])
+    stream = await client.chat.completions.create(model="chat", stream=True,
+                                                  messages=[{"role": "user", "content": secret_prompt}])
+    [chunk async for chunk in stream]
+    with pytest.raises(openai.NotFoundError):
+        await client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    await client.close()
+    finished = spans.get_finished_spans()
+    assert [s.name for s in finished] == ["chat chat", "chat chat", "chat nope"]
+    ok = dict(finished[0].attributes)
+    assert ok["tenant.id"] == "acme" and ok["gen_ai.request.model"] == "chat"
+    assert ok["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18" and ok["gen_ai.system"] == "az.ai.openai"
+    assert ok["gen_ai.usage.input_tokens"] == answer.usage.prompt_tokens
+    assert dict(finished[1].attributes)["gen_ai.usage.output_tokens"] > 0  # the stream's span ends at its usage
+    assert dict(finished[2].attributes)["error.type"] == "model_not_found"
+    assert all(secret_prompt not in json.dumps(dict(s.attributes)) for s in finished)

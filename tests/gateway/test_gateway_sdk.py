@@ -88,3 +88,30 @@ async def test_parse_with_a_pydantic_model_and_tools_pass_through(gateway):
     call = called.choices[0].message.tool_calls[0]
     assert call.function.name == "order_status" and "order_id" in call.function.arguments
     await client.close()
+
+
+async def test_gateway_usage_shows_beside_flow_usage_in_the_usage_api_and_the_dashboard(gateway):
+    import httpx
+
+    key = await gateway.tenant("acme", price_as="gpt-4o")
+    client = openai.AsyncOpenAI(base_url=f"{gateway.base}/api/v1", api_key=key, max_retries=0)
+    served = await client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+    await client.close()
+    async with httpx.AsyncClient(timeout=30) as http:
+        ran = await http.post(f"{gateway.base}/api/flows/grounded-answer/runs", headers={"x-api-key": key},
+                              json={"inputs": {"question": "Why?", "passages": ["Because."]}})
+        assert ran.status_code == 200
+        usage = (await http.get(f"{gateway.base}/api/usage", params={"group_by": "flow"},
+                                headers={"x-api-key": key})).json()
+        dashboard = await http.get(f"{gateway.base}/api/dashboard", headers={"x-api-key": key})
+    rows = {row["flow"]: row for row in usage["rows"]}
+    assert set(rows) == {"gateway", "grounded-answer"}
+    assert rows["gateway"]["total_tokens"] == served.usage.total_tokens and rows["gateway"]["runs"] == 1
+    gpt_4o = gateway.svc.prices.price("acme", "gpt-4o")
+    from decimal import Decimal
+
+    from shared.engine.usage import TokenUsage
+
+    expected = gpt_4o.cost(TokenUsage(served.usage.prompt_tokens, served.usage.completion_tokens))
+    assert Decimal(str(rows["gateway"]["cost"])) == expected  # --price-as overrides the served model
+    assert dashboard.status_code == 200 and "gateway" in dashboard.text
