@@ -78,15 +78,9 @@ class CheckedTransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         host = request.url.host
-        try:
-            ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            pass  # a name: the resolver checks what it resolves to
-        else:
-            reason = self.policy.address_refusal(host, request.url.port or default_port(request.url.scheme), host)
-            if reason is not None:
-                refused = AddressRefused(host, host, reason)
-                raise httpx2.ConnectError(str(refused)) from refused
+        refused = literal_refusal(self.policy, host, request.url.port or default_port(request.url.scheme))
+        if refused is not None:
+            raise httpx2.ConnectError(str(refused)) from refused
         response = await self.inner.handle_async_request(request)
         if 300 <= response.status_code < 400:
             await response.aclose()
@@ -101,6 +95,24 @@ def default_port(scheme: str) -> int:
     return 443 if scheme == "https" else 80
 
 
+def literal_refusal(policy: EndpointAllowlist, host: str, port: int) -> AddressRefused | None:
+    """The refusal of a host that is an IP literal (aiohttp never resolves those); None for a name (the resolver
+    checks what it resolves to) or an allowed address."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    reason = policy.address_refusal(host, port, host)
+    return AddressRefused(host, host, reason) if reason is not None else None
+
+
+def checked_session(policy: EndpointAllowlist, resolver: AbstractResolver | None = None) -> ClientSession:
+    """An aiohttp session whose every connection goes through `CheckedResolver`, with no proxies from the
+    environment. Called inside the event loop. Callers check IP literals (`literal_refusal`) and refuse redirects."""
+    connector = TCPConnector(resolver=CheckedResolver(policy, resolver), limit=100, keepalive_timeout=30)
+    return ClientSession(connector=connector, trust_env=False)
+
+
 def checked_http_client(policy: EndpointAllowlist, resolver: AbstractResolver | None = None) -> httpx2.AsyncClient:
     """The `http_client` for openai clients: the SDK's aiohttp client, no redirects, no proxies from the
     environment (a proxy would resolve names itself), every connection through `CheckedResolver`.
@@ -108,12 +120,9 @@ def checked_http_client(policy: EndpointAllowlist, resolver: AbstractResolver | 
     import openai
     from openai._vendor.httpx_aiohttp import AiohttpTransport
 
-    def session() -> ClientSession:  # called inside the event loop, at the first request
-        connector = TCPConnector(resolver=CheckedResolver(policy, resolver), limit=100, keepalive_timeout=30)
-        return ClientSession(connector=connector, trust_env=False)
-
     factory: Callable[..., Any] = openai.DefaultAioHttpClient
-    transport = CheckedTransport(policy, AiohttpTransport(client=session))
+    # the session is built inside the event loop, at the first request
+    transport = CheckedTransport(policy, AiohttpTransport(client=lambda: checked_session(policy, resolver)))
     client: httpx2.AsyncClient = factory(transport=transport, follow_redirects=False, trust_env=False)
     return client
 

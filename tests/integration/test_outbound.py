@@ -154,3 +154,21 @@ async def test_upstream_error_text_is_stored_without_the_key_or_key_like_tokens(
     assert "321-yek-tnanet" not in message and "Zm9vYmFy" not in message
     assert message == ("the model at 127.0.0.1 rejected the request: bad key ******; prefix ******; Authorization: "
                        "Bearer ******; also ****** and token ****** for deployment gpt-4o-mini-2024-07-18")
+
+
+async def test_the_gateway_upstream_refuses_redirects_and_private_addresses_like_the_model_port(servers):
+    from shared.gateway.upstream import Upstream, UpstreamUnreachable
+
+    redirecting, target = servers
+    upstream = Upstream(EndpointAllowlist(("127.0.0.1",)), timeout=5)
+    connection = Connection("c", "azure_openai", f"http://127.0.0.1:{redirecting.port}", Secret("tenant-key-123"))
+    with pytest.raises(UpstreamUnreachable, match="redirect"):
+        await upstream.post(connection, "gpt-4o-mini", b'{"messages": []}', stream=False)
+    assert target.seen == []
+    await upstream.close()
+    rebinding = Upstream(EndpointAllowlist(), timeout=5, resolver=StaticResolver({"rebind.openai.azure.com":
+                                                                                   "127.0.0.1"}))
+    connection = Connection("c", "azure_openai", "https://rebind.openai.azure.com", Secret("tenant-key-123"))
+    with pytest.raises(UpstreamUnreachable, match="resolves to 127.0.0.1"):
+        await rebinding.post(connection, "gpt-4o-mini", b'{"messages": []}', stream=False)
+    await rebinding.close()
