@@ -115,3 +115,25 @@ async def test_gateway_usage_shows_beside_flow_usage_in_the_usage_api_and_the_da
     expected = gpt_4o.cost(TokenUsage(served.usage.prompt_tokens, served.usage.completion_tokens))
     assert Decimal(str(rows["gateway"]["cost"])) == expected  # --price-as overrides the served model
     assert dashboard.status_code == 200 and "gateway" in dashboard.text
+
+
+async def test_the_functions_host_path_sends_a_streamed_answer_whole(gateway):
+    """What the Functions host runs: the registered function itself, with an azure.functions HttpRequest."""
+    import json
+
+    import azure.functions as func
+
+    from shared.functions.local_server import registered_functions
+
+    key = await gateway.tenant("acme")
+    function = next(f.get_user_function() for f in registered_functions() if f.get_function_name() ==
+                    "azure_chat_completions")
+    request = func.HttpRequest("POST", "http://localhost/api/openai/deployments/chat/chat/completions",
+                               headers={"api-key": key}, params={"api-version": API_VERSION},
+                               route_params={"alias": "chat"}, body=json.dumps({
+                                   "stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode())
+    answer = await function(request)
+    assert answer.status_code == 200 and answer.headers["x-tenantflow-request-id"].startswith("gw-")
+    events = answer.get_body().decode().strip().split("\n\n")
+    assert events[-1] == "data: [DONE]" and all(e.startswith("data: ") for e in events)
+    assert all(json.loads(e[6:])["usage"] is None for e in events[:-1])  # no include_usage asked: none passed on
