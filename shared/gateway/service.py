@@ -78,7 +78,9 @@ class Call:
 
 
 @dataclass
-class StreamState:
+class Served:
+    """What an answer showed of itself: its usage (if it reported it), its model, how much content it carried."""
+
     usage: dict[str, Any] | None = None
     model: str = ""
     content_chars: int = 0
@@ -162,7 +164,7 @@ class Gateway:
         holder.append(call)
         try:
             answer = await self.upstream.post(connection, alias.deployment,
-                                              json.dumps(body, ensure_ascii=False).encode(), stream)
+                                              json.dumps(body).encode(), stream)
         except UpstreamUnreachable as exc:
             await self.failed(call, "upstream_unreachable")
             raise GatewayError(502, redact_text(str(exc), secrets_of(connection)), "upstream_error",
@@ -179,10 +181,17 @@ class Gateway:
         try:
             served = json.loads(answer.body)
         except ValueError:
+            served = None
+        if not isinstance(served, dict):
             served = {}
-        usage = served.get("usage") if isinstance(served, dict) else None
-        await self.charge(call, TokenUsage.from_openai(usage), str(served.get("model") or "")
-                          if isinstance(served, dict) else "", estimated=usage is None)
+        state = Served(served.get("usage") if isinstance(served.get("usage"), dict) else None,
+                            str(served.get("model") or ""))
+        for choice in served.get("choices") or []:
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if isinstance(message, dict):
+                state.content_chars += len(str(message.get("content") or ""))
+                state.content_chars += len(str(message.get("tool_calls") or ""))
+        await self.charge_served(call, state)  # the usage it reports, else an estimate
         return GatewayReply(200, answer.body, answer.content_type, answer.headers)
 
     async def connection(self, tenant_id: str, alias: ModelAlias) -> Connection:
@@ -198,7 +207,11 @@ class Gateway:
         """Holds a lease on the tenant's budget (when it has limits) for the request's upper bound; 429
         `budget_exceeded` when used + reserved + it would pass a limit."""
         now = self.now()
-        prompt = prompt_bound([m for m in messages if isinstance(m, dict)])
+        try:
+            prompt = prompt_bound([m for m in messages if isinstance(m, dict)])
+        except UnicodeEncodeError:
+            raise GatewayError(400, "'messages' holds a lone UTF-16 surrogate (not valid Unicode text)",
+                               param="messages", code="invalid_text") from None
         book = RunBook(self.bookkeeping, tenant_id)
         call = Call(tenant_id, request_id, alias, connection, book, None, prompt, time.perf_counter(), now, span)
         budget = await self.budget(tenant_id)
@@ -316,7 +329,7 @@ class Gateway:
     async def pump(self, call: Call, answer: UpstreamAnswer, wants_usage: bool,
                    queue: asyncio.Queue[bytes | None]) -> None:
         assert answer.chunks is not None
-        state = StreamState()
+        state = Served()
         pending = b""
         try:
             async for data in answer.chunks:
@@ -327,7 +340,7 @@ class Gateway:
                     if observe(event, state) and not wants_usage:
                         continue
                     if event.startswith(b"data: [DONE]"):
-                        await self.charge_stream(call, state)  # in the ledger before the caller sees the end
+                        await self.charge_served(call, state)  # in the ledger before the caller sees the end
                     out.append(event)
                 if out:
                     queue.put_nowait(b"".join(out))
@@ -341,11 +354,12 @@ class Gateway:
         finally:
             try:
                 await answer.close()
-                await self.charge_stream(call, state)
+                await self.charge_served(call, state)
             finally:
                 queue.put_nowait(None)
 
-    async def charge_stream(self, call: Call, state: StreamState) -> None:
+    async def charge_served(self, call: Call, state: Served) -> None:
+        """Charges what the upstream reported, or (no usage in its answer) an estimate marked `estimated`."""
         if state.usage is not None:
             await self.charge(call, TokenUsage.from_openai(state.usage), state.model)
             return
@@ -359,7 +373,7 @@ class Gateway:
         await self.upstream.close()
 
 
-def observe(event: bytes, state: StreamState) -> bool:
+def observe(event: bytes, state: Served) -> bool:
     """Reads one server-sent event into `state` (model, usage, content length); True for the usage chunk."""
     usage_chunk = False
     for line in event.split(b"\n"):

@@ -68,6 +68,9 @@ async def test_azure_route_without_api_version_is_a_400_and_bad_json_too(gateway
                               content=b"{not json")
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_json"
         assert bad.headers["x-tenantflow-request-id"].startswith("gw-")
+        lone = await http.post(f"{gateway.base}/api/v1/chat/completions", headers={"x-api-key": key},
+                               content=b'{"model": "chat", "messages": [{"role": "user", "content": "\\ud800 hi"}]}')
+        assert lone.status_code == 400 and lone.json()["error"]["code"] == "invalid_text"  # never a 500
 
 
 async def test_the_upstream_key_never_comes_back_even_when_the_upstream_echoes_it(gateway):
