@@ -292,6 +292,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'TENANTFLOW_CONNECTIONS_FILE', value: 'shared/connections/static_connections.yaml' }
         { name: 'TENANTFLOW_PRICES_FILE', value: 'shared/services/prices.yaml' }
         { name: 'TENANTFLOW_CREDENTIAL_CACHE_TTL', value: '60' }
+        { name: 'TENANTFLOW_API_KEY_CACHE_TTL', value: '5' }
         // one model call: 45 s × 3 attempts + 2 retry waits ≤ 30 s = 195 s, under the sync limit and the front
         // end's 230 s; a sync run whose flow may take longer answers 202 and runs from the queue
         { name: 'TENANTFLOW_MODEL_TIMEOUT_SECONDS', value: '45' }

@@ -95,7 +95,7 @@ async def build_services(settings: Settings | None = None, *, stores: Stores | N
         max_attempts=settings.model_max_attempts, timeout=settings.model_timeout_seconds)
     if telemetry_configured():  # a span and metrics per model call (never the messages)
         model = TracedModelPort(model, prices=prices)
-    tenants = TenantService(stores.tenants, box, stores.replay, clock)
+    tenants = TenantService(stores.tenants, box, stores.replay, clock, key_cache_ttl=settings.api_key_cache_ttl)
     credentials = CredentialService(stores.credentials, stores.tenants, box, endpoints,
                                     resolver=secret_resolver or KeyVaultSecretResolver(
                                         azure_credential, allowed_vaults=settings.allowed_key_vaults),

@@ -36,6 +36,7 @@ SETTING_NAMES = (
     "TENANTFLOW_PRICES_FILE",
     "TENANTFLOW_OPERATOR_KEY",
     "TENANTFLOW_CREDENTIAL_CACHE_TTL",
+    "TENANTFLOW_API_KEY_CACHE_TTL",
     "TENANTFLOW_POSTGRES_POOL_SIZE",
     "TENANTFLOW_POSTGRES_ENTRA",
     "TENANTFLOW_MODEL_TIMEOUT_SECONDS",
@@ -70,6 +71,7 @@ class Settings:
     prices_file: Path = REPO_ROOT / "shared" / "services" / "prices.yaml"
     operator_key: Secret | None = None
     credential_cache_ttl: float = 60.0
+    api_key_cache_ttl: float = 5.0  # revoke/suspend on another instance reach this one within it
     postgres_pool_size: int = 6  # per instance; × maximumInstanceCount must fit max_connections (infra/main.bicep)
     postgres_entra: bool = False  # sign in to PostgreSQL with the managed identity's Entra token, no password
     # one model call's worst case (timeout × attempts + retry waits) stays under the sync limit, and a flow of three
@@ -144,6 +146,7 @@ class Settings:
             prices_file=Path(get("TENANTFLOW_PRICES_FILE") or defaults.prices_file),
             operator_key=secret_or_none(get("TENANTFLOW_OPERATOR_KEY")),
             credential_cache_ttl=number("TENANTFLOW_CREDENTIAL_CACHE_TTL", defaults.credential_cache_ttl, 0, 86400),
+            api_key_cache_ttl=number("TENANTFLOW_API_KEY_CACHE_TTL", defaults.api_key_cache_ttl, 0, 3600),
             postgres_pool_size=int(number("TENANTFLOW_POSTGRES_POOL_SIZE", defaults.postgres_pool_size, 1, 100, True)),
             postgres_entra=entra_raw == "true",
             model_timeout_seconds=number("TENANTFLOW_MODEL_TIMEOUT_SECONDS", defaults.model_timeout_seconds, 1, 600),

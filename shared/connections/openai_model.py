@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 from collections import OrderedDict
 from collections.abc import Callable
@@ -123,12 +124,17 @@ class OpenAIModelPort(ModelPort):
             raise StepFailure(f"the model name is not a deployment name ({MODEL_NAME_RULE})", "invalid_model")
         client = self.clients.get(connection)
         host = urlsplit(connection.endpoint).hostname or ""
-        arguments = request_arguments(request, self.timeout)
+        body = request_body(request)
         for attempt in range(1, self.max_attempts + 1):
             try:
-                response = await client.chat.completions.create(**arguments)
                 if request.stream:
-                    return await read_stream(response, request, host, attempt)
+                    stream = await client.chat.completions.create(**body, timeout=self.timeout)
+                    return await read_stream(stream, request, host, attempt)
+                # The SDK's own client, errors and auth, without its typed layer: the JSON goes out as built and the
+                # answer is read as JSON (its request transform and pydantic parsing cost more than the rest of a
+                # run; measured in bench/model_transport_bench.py).
+                raw = await client.post("/chat/completions", cast_to=bytes, body=body,
+                                        options={"timeout": self.timeout})
             except openai.RateLimitError as exc:
                 if error_code(exc) == "insufficient_quota":
                     raise StepFailure(f"the model provider at {host} refused: insufficient quota (not retried)",
@@ -167,7 +173,7 @@ class OpenAIModelPort(ModelPort):
                     raise StepFailure(f"the model endpoint {host} answered with a redirect (HTTP {exc.status_code}); "
                                       "redirects are never followed", "redirect_refused") from None
                 raise StepFailure(f"the model at {host} answered HTTP {exc.status_code}", "model_error") from None
-            return to_result(response, host, attempt, request.model)
+            return to_result(answer_json(raw, host), host, attempt, request.model)
         raise StepFailure(f"no answer from {host}", "model_unavailable")  # pragma: no cover - loop always returns
 
     async def close(self) -> None:
@@ -181,13 +187,12 @@ def outbound_http_client(endpoints: EndpointAllowlist, resolver: Any) -> Any:
     return checked_http_client(endpoints, resolver)
 
 
-def request_arguments(request: ChatRequest, timeout: float) -> dict[str, Any]:
-    """The keyword arguments of `chat.completions.create` for a request."""
+def request_body(request: ChatRequest) -> dict[str, Any]:
+    """The JSON body of a chat completions request (also the keyword arguments of `chat.completions.create`)."""
     arguments: dict[str, Any] = {
         "model": request.model,
         "messages": request.messages,
         "temperature": request.temperature,
-        "timeout": timeout,
     }
     if request.max_completion_tokens is not None:
         arguments["max_completion_tokens"] = request.max_completion_tokens
@@ -251,22 +256,44 @@ async def read_stream(stream: Any, request: ChatRequest, host: str, attempt: int
     )
 
 
-def to_result(response: Any, host: str, attempt: int, requested_model: str) -> ChatResult:
-    """The endpoint's answer; a `model` it names that is not a deployment name is replaced by the requested one
-    (the field reaches the ledger and CSV exports)."""
-    choice = response.choices[0] if response.choices else None
-    message = choice.message if choice is not None else None
-    calls = (getattr(message, "tool_calls", None) if message is not None else None) or []
+def answer_json(raw: bytes, host: str) -> dict[str, Any]:
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise StepFailure(f"the model at {host} answered with something that is not a chat completion",
+                          "model_error")
+    return answer
+
+
+def to_result(answer: dict[str, Any], host: str, attempt: int, requested_model: str) -> ChatResult:
+    """A chat completion (its JSON); a `model` it names that is not a deployment name is replaced by the requested
+    one (the field reaches the ledger and CSV exports)."""
+    choices = answer.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    message = choice.get("message")
+    message = message if isinstance(message, dict) else {}
+    calls = message.get("tool_calls")
+    model = answer.get("model")
+    content = message.get("content")
+    try:
+        usage = TokenUsage.from_openai(answer.get("usage"))
+    except (TypeError, ValueError):
+        raise StepFailure(f"the model at {host} answered with token counts that are not numbers",
+                          "model_error") from None
     return ChatResult(
-        content=(message.content if message is not None else None) or "",
-        role=(message.role if message is not None else None) or "assistant",
-        model=response.model if is_model_name(response.model) else requested_model,
-        finish_reason=choice.finish_reason if choice is not None else None,
-        usage=TokenUsage.from_openai(response.usage),
+        content=content if isinstance(content, str) else "",
+        role=message.get("role") or "assistant",
+        model=model if isinstance(model, str) and is_model_name(model) else requested_model,
+        finish_reason=choice.get("finish_reason"),
+        usage=usage,
         endpoint_host=host,
         attempt=attempt,
-        tool_calls=tuple(ToolCall(call.id, call.function.name, call.function.arguments or "")
-                         for call in calls if getattr(call, "function", None) is not None),
+        tool_calls=tuple(ToolCall(str(call.get("id", "")), str(call["function"].get("name", "")),
+                                  call["function"].get("arguments") or "")
+                         for call in (calls if isinstance(calls, list) else ())
+                         if isinstance(call, dict) and isinstance(call.get("function"), dict)),
     )
 
 

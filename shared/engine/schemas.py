@@ -9,9 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import exceptions as schema_errors
-from jsonschema import validators
-
 MAX_SHOWN = 160
 
 
@@ -21,6 +18,9 @@ def shorten(text: str) -> str:
 
 def schema_mismatch(instance: Any, schema: dict[str, Any]) -> str | None:
     """None when `instance` matches; else `at $.path: reason` for the most relevant difference."""
+    from jsonschema import exceptions as schema_errors
+    from jsonschema import validators  # imported when a flow has a schema: it costs a third of start-up
+
     validator = validators.validator_for(schema)(schema)
     error = schema_errors.best_match(validator.iter_errors(instance))
     if error is None:
@@ -42,6 +42,9 @@ def schema_problems(schema: Any, strict: bool) -> list[SchemaProblem]:
     """What is wrong with a schema as written in a flow (empty: nothing)."""
     if not isinstance(schema, dict):
         return [SchemaProblem((), "must be a JSON Schema mapping")]
+    from jsonschema import exceptions as schema_errors
+    from jsonschema import validators
+
     try:
         validators.validator_for(schema).check_schema(schema)
     except schema_errors.SchemaError as exc:

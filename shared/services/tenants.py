@@ -162,7 +162,7 @@ class TenantService:
         if stored.revoked_at is not None:
             return None
         tenant = await self.store.get(stored.tenant_id)
-        if tenant is not None:
+        if tenant is not None and self.key_cache_ttl > 0:
             if len(self.key_cache) >= API_KEY_CACHE_SIZE:
                 self.key_cache.clear()
             self.key_cache[digest] = (time.monotonic() + self.key_cache_ttl, stored.key_id, tenant)

@@ -208,6 +208,20 @@ async def test_a_change_made_by_another_instance_is_seen_within_the_cache_ttl(ap
     assert (await this.authenticate(key)).status == "suspended"
 
 
+async def test_with_the_api_key_cache_off_a_change_on_another_instance_is_seen_at_once(app, tmp_path, monkeypatch):
+    from shared.services.tenants import TenantService
+    from shared.settings import Settings
+
+    monkeypatch.setenv("TENANTFLOW_API_KEY_CACHE_TTL", "0")
+    assert Settings.from_env().api_key_cache_ttl == 0
+    key = await app.tenant("contoso")
+    this = TenantService(app.svc.stores.tenants, app.svc.box, key_cache_ttl=0)
+    other = TenantService(app.svc.stores.tenants, app.svc.box)
+    assert (await this.authenticate(key)).status == "active"
+    await other.revoke_key("contoso", key.split("_")[1])
+    assert await this.authenticate(key) is None
+
+
 def test_the_catalog_looks_at_a_cached_flow_file_at_most_every_recheck_interval(tmp_path):
     import os
 

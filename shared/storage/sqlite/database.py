@@ -1,4 +1,4 @@
-"""One SQLite database file, used from a single worker thread so the event loop never blocks on it."""
+"""One SQLite database file: statements on the event loop's thread, long reads in a worker thread."""
 
 from __future__ import annotations
 
@@ -43,27 +43,45 @@ def writable(path: Path) -> bool:
 
 
 class SqliteDatabase:
+    """Statements run on the event loop's thread: each is a fraction of a millisecond (WAL, synchronous=NORMAL),
+    less than handing it to a thread and back. Only long reads (usage summaries over a whole ledger) go to a
+    worker thread, on a connection of their own; WAL lets them read while the loop writes."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self.executor: ThreadPoolExecutor | None = None
         self.connection: sqlite3.Connection | None = None
+        self.reader: sqlite3.Connection | None = None
+
+    def open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+        connection.row_factory = sqlite3.Row
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA busy_timeout=30000")
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        return connection
 
     def connect(self) -> sqlite3.Connection:
         if self.connection is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
-            connection.row_factory = sqlite3.Row
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA busy_timeout=30000")
-            connection.execute("PRAGMA foreign_keys=ON")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            self.connection = connection
+            self.connection = self.open()
         return self.connection
 
-    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
+    def connect_reader(self) -> sqlite3.Connection:
+        if self.reader is None:
+            self.reader = self.open()
+        return self.reader
+
+    async def run(self, work: Callable[[sqlite3.Connection], T], long_read: bool = False) -> T:
+        """Runs `work` on the loop's connection, or (`long_read`) in the worker thread on the reader's."""
         try:
-            return await loop.run_in_executor(self.executor, lambda: work(self.connect()))
+            if not long_read:
+                return work(self.connect())
+            if self.executor is None:
+                self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+            return await asyncio.get_running_loop().run_in_executor(self.executor,
+                                                                    lambda: work(self.connect_reader()))
         except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
             if isinstance(exc, sqlite3.IntegrityError):
                 raise
@@ -108,13 +126,13 @@ class SqliteDatabase:
         await self.run(apply)
 
     async def close(self) -> None:
-        def close_connection(connection: sqlite3.Connection) -> None:
-            connection.close()
-            self.connection = None
-
-        if self.connection is not None:
-            await self.run(close_connection)
-        self.executor.shutdown(wait=True)
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+            self.executor = None
+        for connection in (self.connection, self.reader):
+            if connection is not None:
+                connection.close()
+        self.connection = self.reader = None
 
 
 def migrations() -> list[tuple[int, str]]:

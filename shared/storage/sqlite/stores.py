@@ -288,7 +288,7 @@ class SqliteUsageQueries(UsageQueries):
         column = GROUP_COLUMNS[group_by]
         sql = (f"SELECT {column} AS g, prompt_tokens, completion_tokens, total_tokens, cost, tenant_id, run_id "
                f"FROM usage_records WHERE {' AND '.join(where)}")
-        found = await self.db.run(lambda c: rows(c, sql, params))
+        found = await self.db.run(lambda c: rows(c, sql, params), long_read=True)
         return aggregate_usage((r["g"], r["prompt_tokens"], r["completion_tokens"], r["total_tokens"], r["cost"],
                           (r["tenant_id"], r["run_id"])) for r in found)
 
