@@ -137,3 +137,15 @@ async def test_the_functions_host_path_sends_a_streamed_answer_whole(gateway):
     events = answer.get_body().decode().strip().split("\n\n")
     assert events[-1] == "data: [DONE]" and all(e.startswith("data: ") for e in events)
     assert all(json.loads(e[6:])["usage"] is None for e in events[:-1])  # no include_usage asked: none passed on
+
+
+async def test_a_model_no_price_file_knows_is_recorded_with_cost_null_never_zero(gateway, caplog):
+    key = await gateway.tenant("acme", alias="odd", deployment="mystery")
+    client = openai.AsyncOpenAI(base_url=f"{gateway.base}/api/v1", api_key=key, max_retries=0)
+    raw = await client.chat.completions.with_raw_response.create(
+        model="odd", messages=[{"role": "user", "content": "hi"}])
+    await client.close()
+    assert raw.parse().model == "acme-llm-7"
+    (record,) = await gateway.svc.stores.usage.list_for_run("acme", raw.headers["x-tenantflow-request-id"])
+    assert record.cost is None and record.total_tokens > 0
+    assert "no price for model acme-llm-7/mystery" in caplog.text
