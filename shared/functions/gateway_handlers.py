@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from shared.functions.api_messages import ApiRequest, ApiResponse
 from shared.functions.http_auth import require_operator
 from shared.functions.problems import ProblemDetails
-from shared.gateway.service import GatewayError
+from shared.gateway.errors import GatewayError, GatewayReply
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -87,7 +87,7 @@ def request_body(request: ApiRequest) -> dict[str, Any]:
     return body
 
 
-def reply_response(reply: Any) -> ApiResponse:
+def reply_response(reply: GatewayReply) -> ApiResponse:
     return ApiResponse(reply.status, reply.body, {"content-type": reply.content_type, **reply.headers},
                        stream=reply.stream)
 

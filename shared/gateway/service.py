@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -24,6 +24,7 @@ from shared.connections.allowlist import EndpointAllowlist
 from shared.engine.executor import credential_connection
 from shared.engine.ports import Connection, CredentialSource, StepFailure
 from shared.engine.usage import TokenUsage
+from shared.gateway.errors import GatewayError, GatewayReply
 from shared.gateway.upstream import Upstream, UpstreamAnswer, UpstreamUnreachable
 from shared.secret import redact_text
 from shared.services.metering import COMPLETION_BOUND, LEASE_TTL, RunBook, period_reset, prompt_bound
@@ -36,28 +37,6 @@ log = logging.getLogger(__name__)
 GATEWAY = "gateway"  # the trigger and flow id of gateway requests in runs and the ledger
 ALIAS_CACHE_SECONDS = 5.0  # an alias change reaches other instances within this bound
 CREDENTIAL_STATUS = {"credential_not_found": 404, "tenant_suspended": 403, "tenant_not_found": 404}
-
-
-class GatewayError(Exception):
-    """An answer in the OpenAI error shape: `status` picks the SDK's exception class."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.kind, "code": self.code, "param": self.param}}
-
-
-@dataclass
-class GatewayReply:
-    status: int
-    body: bytes
-    content_type: str
-    headers: dict[str, str] = field(default_factory=dict)
-    stream: AsyncIterator[bytes] | None = None
 
 
 @dataclass
