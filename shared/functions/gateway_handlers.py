@@ -19,6 +19,7 @@ from shared.gateway.errors import GatewayError, GatewayReply
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
+    from shared.gateway.aliases import AliasError
     from shared.storage.models import ModelAlias, Tenant
 
 log = logging.getLogger(__name__)
@@ -128,13 +129,9 @@ def alias_view(alias: ModelAlias) -> dict[str, Any]:
             "price_as": alias.price_as, "updated_at": alias.updated_at.isoformat().replace("+00:00", "Z")}
 
 
-def alias_problem(exc: Exception) -> ProblemDetails:
-    from shared.gateway.aliases import AliasError
-
-    if isinstance(exc, AliasError):
-        return ProblemDetails(exc.status, "Not found" if exc.status == 404 else "Invalid alias", str(exc),
-                              errors=[{"field": exc.field, "message": str(exc)}])
-    raise exc
+def alias_problem(exc: AliasError) -> ProblemDetails:
+    return ProblemDetails(exc.status, "Not found" if exc.status == 404 else "Invalid alias", str(exc),
+                          errors=[{"field": exc.field, "message": str(exc)}])
 
 
 async def put_alias(svc: Services, request: ApiRequest) -> ApiResponse:
