@@ -12,7 +12,8 @@ from shared.connections.allowlist import EndpointAllowlist
 from shared.connections.azure_credential import AppAzureCredential
 from shared.connections.encryption import SecretBox, dev_key_file_keys
 from shared.connections.keyvault import KeyVaultSecretResolver, SecretResolver
-from shared.connections.openai_model import MAX_RETRY_WAIT, ClientCache, OpenAIModelPort, outbound_http_client
+from shared.connections.openai_model import MAX_RETRY_WAIT, ClientCache, OpenAIModelPort
+from shared.connections.outbound import OutboundSession
 from shared.connections.static import load_settings_connections
 from shared.engine.executor import FlowExecutor
 from shared.engine.ports import Connection, ModelPort
@@ -58,7 +59,7 @@ class Services:
     aliases: ModelAliasService
 
     async def close(self) -> None:
-        for resource in (self.model, self.queue, self.credentials.resolver, self.gateway):
+        for resource in (self.gateway, self.model, self.queue, self.credentials.resolver):
             closer = getattr(resource, "close", None)
             if closer is not None:
                 await closer()
@@ -90,9 +91,10 @@ async def build_services(settings: Settings | None = None, *, stores: Stores | N
     prices = PriceBook.load(settings.prices_file)
     box = SecretBox(settings.encryption_keys)
     stores = stores or await open_stores(settings, azure_credential)
-    model = model or OpenAIModelPort(endpoints, ClientCache(
-        lambda: outbound_http_client(endpoints, None), token_credential=azure_credential),
-        max_attempts=settings.model_max_attempts, timeout=settings.model_timeout_seconds)
+    outbound = OutboundSession(endpoints)  # one pool for flow model calls and the gateway
+    clients = ClientCache(outbound, token_credential=azure_credential)
+    model = model or OpenAIModelPort(endpoints, clients, max_attempts=settings.model_max_attempts,
+                                     timeout=settings.model_timeout_seconds)
     if telemetry_configured():  # a span and metrics per model call (never the messages)
         model = TracedModelPort(model, prices=prices)
     tenants = TenantService(stores.tenants, box, stores.replay, clock, key_cache_ttl=settings.api_key_cache_ttl)
@@ -112,7 +114,7 @@ async def build_services(settings: Settings | None = None, *, stores: Stores | N
                           settings.model_timeout_seconds, settings.model_max_attempts, MAX_RETRY_WAIT))
     usage = UsageService(stores.usage_queries, stores.budgets)
     gateway = Gateway(stores.aliases, credentials, endpoints, stores.bookkeeping, runs.budget, prices,
-                      Upstream(endpoints, settings.model_timeout_seconds, azure_credential), now=clock.now)
+                      Upstream(outbound, endpoints, settings.model_timeout_seconds, azure_credential), now=clock.now)
     aliases = ModelAliasService(stores.aliases, stores.tenants, stores.credentials, prices, gateway.forget_alias)
     return Services(settings, stores, catalog, connections, endpoints, model, prices, box, tenants, credentials, runs,
                     queue, QueueWorker(runs), ScheduleService(stores.schedules, catalog, runs, queue, clock), usage,

@@ -1,7 +1,12 @@
-"""The model port over the real `openai` SDK: one cached client per (endpoint, credential), a shared HTTP pool
-(the SDK's aiohttp client, with checked addresses and no redirects: shared/connections/outbound.py), and a retry
-loop that honours `retry-after-ms` / `retry-after` but never retries `insufficient_quota` or a content-filter
-refusal. `openai` and `azure.identity` are imported when the first client is built."""
+"""The model port. A chat call posts its JSON straight through the process's checked aiohttp session
+(shared/connections/outbound.py) and reads the answer as JSON; a streamed call goes through the real `openai` SDK
+(its aiohttp client over the same session). Per (endpoint, credential) one cached `ModelClient` holds the URL, the
+headers and, once a stream needs it, the SDK client. One retry loop honours `retry-after-ms` / `retry-after` but
+never retries `insufficient_quota` or a content-filter refusal, whichever way the call went.
+
+Why two ways: the SDK's request building (httpx2 URLs, its transform and pydantic parsing) cost more CPU than the
+rest of a run, and importing it a second of start-up; a streamed call lasts long enough for neither to matter.
+`openai` and `azure.identity` are imported when first needed."""
 
 from __future__ import annotations
 
@@ -10,11 +15,12 @@ import hashlib
 import json
 import random
 from collections import OrderedDict
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from shared.connections.allowlist import EndpointAllowlist
+from shared.connections.outbound import AddressRefused, OutboundSession, RedirectRefused, outbound_refusal
 from shared.engine.model_names import MODEL_NAME_RULE, is_model_name
 from shared.engine.ports import (
     ChatRequest,
@@ -29,6 +35,7 @@ from shared.secret import redact_text
 
 COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
 MAX_RETRY_WAIT = 30.0
+USER_AGENT = "tenantflow"
 
 
 def client_key(connection: Connection) -> tuple[str, ...]:
@@ -38,20 +45,55 @@ def client_key(connection: Connection) -> tuple[str, ...]:
     return (connection.kind, connection.endpoint, connection.api_version, connection.auth, fingerprint)
 
 
-class ClientCache:
-    """LRU of openai clients sharing one HTTP connection pool. Building a client costs ~20 ms; reuse it."""
+class ModelClient:
+    """What calls to one endpoint with one credential need: URL prefix, headers, and (built when a streamed call
+    first needs it) the openai SDK client."""
 
-    def __init__(self, http_client_factory: Callable[[], Any], max_clients: int = 256,
-                 token_credential: Any = None) -> None:
-        self.http_client_factory = http_client_factory
+    def __init__(self, connection: Connection, cache: ClientCache) -> None:
+        self.connection = connection
+        self.cache = cache
+        endpoint = connection.endpoint.rstrip("/")
+        api_key = connection.api_key.reveal() if connection.api_key is not None else ""
+        self.headers = {"content-type": "application/json", "accept": "application/json", "user-agent": USER_AGENT}
+        if connection.kind == "openai":
+            self.prefix, self.query = endpoint or "https://api.openai.com/v1", ""
+            self.headers["authorization"] = f"Bearer {api_key}"
+        else:
+            self.prefix = f"{endpoint}/openai/deployments/"
+            self.query = "?" + urlencode({"api-version": connection.api_version})
+            if connection.auth != "entra":
+                self.headers["api-key"] = api_key
+        self.sdk_client: Any = None
+
+    def chat_url(self, model: str) -> str:
+        if self.connection.kind == "openai":
+            return f"{self.prefix}/chat/completions"
+        return f"{self.prefix}{quote(model, safe='')}/chat/completions{self.query}"
+
+    async def request_headers(self) -> dict[str, str]:
+        if self.connection.kind != "openai" and self.connection.auth == "entra":
+            return {**self.headers, "authorization": f"Bearer {await self.cache.entra_token_provider()()}"}
+        return self.headers
+
+    def sdk(self) -> Any:
+        if self.sdk_client is None:
+            self.sdk_client = self.cache.build_sdk_client(self.connection)
+        return self.sdk_client
+
+
+class ClientCache:
+    """LRU of ModelClients sharing one outbound session (one connection pool per host)."""
+
+    def __init__(self, outbound: OutboundSession, max_clients: int = 256, token_credential: Any = None) -> None:
+        self.outbound = outbound
         self.max_clients = max_clients
-        self.clients: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+        self.clients: OrderedDict[tuple[str, ...], ModelClient] = OrderedDict()
         self.by_identity: dict[tuple[str, ...], tuple[str, ...]] = {}  # (kind, endpoint, auth) → current key
         self.http_client: Any = None
         self.token_credential = token_credential
         self.token_provider: Any = None
 
-    def get(self, connection: Connection) -> Any:
+    def get(self, connection: Connection) -> ModelClient:
         key = client_key(connection)
         client = self.clients.get(key)
         if client is not None:
@@ -61,7 +103,7 @@ class ClientCache:
         previous = self.by_identity.get(identity)
         if previous is not None:  # same endpoint, other key: the key was rotated; drop the old client
             self.clients.pop(previous, None)
-        client = self.build(connection)
+        client = ModelClient(connection, self)
         self.clients[key] = client
         self.by_identity[identity] = key
         while len(self.clients) > self.max_clients:
@@ -69,11 +111,14 @@ class ClientCache:
             self.by_identity = {i: k for i, k in self.by_identity.items() if k != old_key}
         return client
 
-    def build(self, connection: Connection) -> Any:
+    def build_sdk_client(self, connection: Connection) -> Any:
+        """An openai SDK client (building one costs ~20 ms, and the first import of the SDK about a second)."""
         import openai
 
+        from shared.connections.sdk_transport import checked_http_client
+
         if self.http_client is None:
-            self.http_client = self.http_client_factory()
+            self.http_client = checked_http_client(self.outbound)
         api_key = connection.api_key.reveal() if connection.api_key is not None else None
         if connection.kind == "openai":
             return openai.AsyncOpenAI(api_key=api_key, base_url=connection.endpoint or None, max_retries=0,
@@ -99,8 +144,17 @@ class ClientCache:
         if self.http_client is not None:
             await self.http_client.aclose()
             self.http_client = None
+        await self.outbound.close()
         if self.token_credential is not None and hasattr(self.token_credential, "close"):
             await self.token_credential.close()
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A failed attempt that may be tried again: the failure to report if it was the last, and the wait."""
+
+    failure: StepFailure
+    delay: float
 
 
 class OpenAIModelPort(ModelPort):
@@ -108,16 +162,12 @@ class OpenAIModelPort(ModelPort):
                  timeout: float = 120.0, sleep: Any = asyncio.sleep, resolver: Any = None) -> None:
         """`resolver` (an aiohttp AbstractResolver) replaces DNS for every model call: the seam tests use."""
         self.endpoints = endpoints
-        self.clients = clients or ClientCache(lambda: outbound_http_client(endpoints, resolver))
+        self.clients = clients or ClientCache(OutboundSession(endpoints, resolver))
         self.max_attempts = max_attempts
         self.timeout = timeout
         self.sleep = sleep
 
     async def chat(self, request: ChatRequest) -> ChatResult:
-        import openai
-
-        from shared.connections.outbound import AddressRefused, outbound_refusal
-
         connection = request.connection
         self.endpoints.check(connection.endpoint)
         if not is_model_name(request.model):  # it goes into the URL path; its value is not echoed
@@ -125,66 +175,92 @@ class OpenAIModelPort(ModelPort):
         client = self.clients.get(connection)
         host = urlsplit(connection.endpoint).hostname or ""
         body = request_body(request)
+        payload = json.dumps(body).encode()
         for attempt in range(1, self.max_attempts + 1):
-            try:
-                if request.stream:
-                    stream = await client.chat.completions.create(**body, timeout=self.timeout)
-                    return await read_stream(stream, request, host, attempt)
-                # The SDK's own client, errors and auth, without its typed layer: the JSON goes out as built and the
-                # answer is read as JSON (its request transform and pydantic parsing cost more than the rest of a
-                # run; measured in bench/model_transport_bench.py).
-                raw = await client.post("/chat/completions", cast_to=bytes, body=body,
-                                        options={"timeout": self.timeout})
-            except openai.RateLimitError as exc:
-                if error_code(exc) == "insufficient_quota":
-                    raise StepFailure(f"the model provider at {host} refused: insufficient quota (not retried)",
-                                      "insufficient_quota") from None
-                if attempt == self.max_attempts:
-                    raise StepFailure(f"rate limited by {host} after {attempt} attempts", "rate_limited") from None
-                await self.sleep(retry_delay(exc.response.headers, attempt))
-                continue
-            except openai.BadRequestError as exc:
-                if error_code(exc) == "content_filter":
-                    raise StepFailure(f"the prompt was blocked by the content filter of {host}",
-                                      "content_filter") from None
-                raise StepFailure(f"the model at {host} rejected the request: {safe_message(exc, connection)}",
-                                  "bad_request") from None
-            except openai.AuthenticationError:
-                raise StepFailure(f"authentication failed at {host}: check the credential's key or role",
-                                  "authentication_failed") from None
-            except openai.PermissionDeniedError:
-                raise StepFailure(f"permission denied at {host}", "permission_denied") from None
-            except openai.NotFoundError:
-                raise StepFailure(f"deployment {request.model!r} not found at {host}", "deployment_not_found") from None
-            except (openai.InternalServerError, openai.APIConnectionError) as exc:
-                refusal = outbound_refusal(exc)
-                if refusal is not None:
-                    code = "address_refused" if isinstance(refusal, AddressRefused) else "redirect_refused"
-                    raise StepFailure(str(refusal), code) from None
-                if attempt == self.max_attempts:
-                    what = "unreachable" if isinstance(exc, openai.APIConnectionError) else "failing"
-                    raise StepFailure(f"the model endpoint {host} is {what} after {attempt} attempts",
-                                      "model_unavailable") from None
-                headers = exc.response.headers if isinstance(exc, openai.APIStatusError) else {}
-                await self.sleep(retry_delay(headers, attempt))
-                continue
-            except openai.APIStatusError as exc:
-                if 300 <= exc.status_code < 400:  # the transport raises first; kept in case a client skips it
-                    raise StepFailure(f"the model endpoint {host} answered with a redirect (HTTP {exc.status_code}); "
-                                      "redirects are never followed", "redirect_refused") from None
-                raise StepFailure(f"the model at {host} answered HTTP {exc.status_code}", "model_error") from None
-            return to_result(answer_json(raw, host), host, attempt, request.model)
+            outcome = await (self.attempt_streamed(client, body, request, host, attempt) if request.stream
+                             else self.attempt(client, payload, request, host, attempt))
+            if isinstance(outcome, ChatResult):
+                return outcome
+            if attempt == self.max_attempts:
+                raise outcome.failure
+            await self.sleep(outcome.delay)
         raise StepFailure(f"no answer from {host}", "model_unavailable")  # pragma: no cover - loop always returns
+
+    async def attempt(self, client: ModelClient, payload: bytes, request: ChatRequest, host: str,
+                      attempt: int) -> ChatResult | Retry:
+        """One POST of the chat completion's JSON."""
+        import aiohttp
+
+        try:
+            answer = await self.clients.outbound.post(client.chat_url(request.model), await client.request_headers(),
+                                                      payload, self.timeout)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            refused = outbound_refusal(exc)  # raised here, or by the resolver and wrapped by aiohttp
+            if refused is not None:
+                raise StepFailure(str(refused), refusal_code(refused)) from None
+            return unreachable(host, attempt, connection_lost=True)
+        if answer.status == 200:
+            return to_result(answer_json(answer.body, host), host, attempt, request.model)
+        try:
+            error: Any = json.loads(answer.body)
+        except ValueError:
+            error = None
+        return status_failure(answer.status, error, answer.headers, host, request, attempt)
+
+    async def attempt_streamed(self, client: ModelClient, body: dict[str, Any], request: ChatRequest, host: str,
+                               attempt: int) -> ChatResult | Retry:
+        """One streamed call through the openai SDK; its errors are judged like a plain call's."""
+        import openai
+
+        try:
+            stream = await client.sdk().chat.completions.create(**body, timeout=self.timeout)
+        except openai.APIStatusError as exc:
+            return status_failure(exc.status_code, exc.body, exc.response.headers, host, request, attempt)
+        except openai.APIConnectionError as exc:
+            refused = outbound_refusal(exc)
+            if refused is not None:
+                raise StepFailure(str(refused), refusal_code(refused)) from None
+            return unreachable(host, attempt, connection_lost=True)
+        return await read_stream(stream, request, host, attempt)
 
     async def close(self) -> None:
         await self.clients.close()
 
 
-def outbound_http_client(endpoints: EndpointAllowlist, resolver: Any) -> Any:
-    """The checked aiohttp client (imported when the first client is built: aiohttp and httpx2 cost ~0.3 s)."""
-    from shared.connections.outbound import checked_http_client
+def refusal_code(refused: AddressRefused | RedirectRefused) -> str:
+    return "address_refused" if isinstance(refused, AddressRefused) else "redirect_refused"
 
-    return checked_http_client(endpoints, resolver)
+
+def unreachable(host: str, attempt: int, connection_lost: bool, headers: Any = None) -> Retry:
+    what = "unreachable" if connection_lost else "failing"
+    return Retry(StepFailure(f"the model endpoint {host} is {what} after {attempt} attempts", "model_unavailable"),
+                 retry_delay(headers, attempt))
+
+
+def status_failure(status: int, error: Any, headers: Any, host: str, request: ChatRequest, attempt: int) -> Retry:
+    """An endpoint's error answer: a failure that may be retried (429, 5xx), or raised at once."""
+    code = error_code(error)
+    if status == 429:
+        if code == "insufficient_quota":
+            raise StepFailure(f"the model provider at {host} refused: insufficient quota (not retried)",
+                              "insufficient_quota")
+        return Retry(StepFailure(f"rate limited by {host} after {attempt} attempts", "rate_limited"),
+                     retry_delay(headers, attempt))
+    if status >= 500:
+        return unreachable(host, attempt, connection_lost=False, headers=headers)
+    if status == 400 and code == "content_filter":
+        raise StepFailure(f"the prompt was blocked by the content filter of {host}", "content_filter")
+    if status in (400, 422):
+        message = safe_message(error, status, request.connection)
+        raise StepFailure(f"the model at {host} rejected the request: {message}", "bad_request")
+    if status == 401:
+        raise StepFailure(f"authentication failed at {host}: check the credential's key or role",
+                          "authentication_failed")
+    if status == 403:
+        raise StepFailure(f"permission denied at {host}", "permission_denied")
+    if status == 404:
+        raise StepFailure(f"deployment {request.model!r} not found at {host}", "deployment_not_found")
+    raise StepFailure(f"the model at {host} answered HTTP {status}", "model_error")
 
 
 def request_body(request: ChatRequest) -> dict[str, Any]:
@@ -297,25 +373,25 @@ def to_result(answer: dict[str, Any], host: str, attempt: int, requested_model: 
     )
 
 
-def error_code(exc: Any) -> str | None:
-    body = getattr(exc, "body", None)
+def error_code(body: Any) -> str | None:
+    """The `code` (else `type`) of an error answer's JSON, `{"error": {…}}` or the inner object."""
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict):
-            return inner.get("code") or inner.get("type")
-    return getattr(exc, "code", None)
+            code = inner.get("code") or inner.get("type")
+            return code if isinstance(code, str) else None
+    return None
 
 
-def safe_message(exc: Any, connection: Connection | None = None) -> str:
+def safe_message(body: Any, status: int, connection: Connection | None = None) -> str:
     """Up to 300 characters of the endpoint's error message, without the connection's key, or anything that looks
     like a key (an endpoint that echoes what it was sent must not plant the key in run history)."""
-    body = getattr(exc, "body", None)
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
             key = connection.api_key.reveal() if connection is not None and connection.api_key is not None else ""
             return redact_text(inner["message"][:600], (key,) if key else ())[:300]
-    return f"HTTP {getattr(exc, 'status_code', '?')}"
+    return f"HTTP {status}"
 
 
 def retry_delay(headers: Any, attempt: int) -> float:

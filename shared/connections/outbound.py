@@ -1,4 +1,6 @@
-"""The HTTP transport of every model call: the openai SDK's aiohttp client with two guards.
+"""The HTTP transport of every model call: one aiohttp session (`OutboundSession`) with two guards. Chat calls
+post their JSON through it directly; streamed calls go through the openai SDK, whose aiohttp transport uses the
+same session (shared.connections.sdk_transport).
 
 - Addresses: a resolver wrapped around aiohttp's checks every address a host name resolves to (and the transport
   checks IP literals, which aiohttp never resolves) with `EndpointAllowlist.address_refusal` — no loopback, private,
@@ -7,19 +9,19 @@
   checked address is the one used: a rebinding DNS answer between the check and the connect cannot happen.
 - Redirects: none is followed. A 3xx answer is closed unread and raised as `RedirectRefused`.
 
-Both errors reach the model port wrapped by the SDK (`APIConnectionError`); `outbound_refusal` digs them out so
-the run error says what happened instead of "unreachable".
+Through the SDK both errors reach the model port wrapped (`APIConnectionError`); `outbound_refusal` digs them out
+so the run error says what happened instead of "unreachable".
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx2
-from aiohttp import ClientSession, TCPConnector
+from aiohttp import ClientSession, ClientTimeout, TCPConnector
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
@@ -35,9 +37,8 @@ class AddressRefused(OSError):
         self.host = host
 
 
-class RedirectRefused(httpx2.TransportError):
-    """The endpoint answered with a redirect. The message names the host and status, never the target. A transport
-    error, so the SDK wraps it as a connection error instead of reading the response."""
+class RedirectRefused(OSError):
+    """The endpoint answered with a redirect. The message names the host and status, never the target."""
 
     def __init__(self, host: str, status: int) -> None:
         super().__init__(f"the model endpoint {host} answered with a redirect (HTTP {status}); redirects are "
@@ -69,71 +70,71 @@ class CheckedResolver(AbstractResolver):
             await self.inner.close()
 
 
-class CheckedTransport(httpx2.AsyncBaseTransport):
-    """Wraps the SDK's aiohttp transport: checks IP-literal hosts, refuses redirects."""
+@dataclass(frozen=True)
+class RawAnswer:
+    status: int
+    headers: Any  # case-insensitive mapping
+    body: bytes
 
-    def __init__(self, policy: EndpointAllowlist, inner: httpx2.AsyncBaseTransport) -> None:
+
+class OutboundSession:
+    """One aiohttp session for every model call of the process: connections kept alive per host, every address
+    checked by `CheckedResolver`, IP literals checked here, no redirect followed, no proxy from the environment.
+    `resolver` is the seam tests use to make a name resolve to 127.0.0.1."""
+
+    def __init__(self, policy: EndpointAllowlist, resolver: AbstractResolver | None = None) -> None:
         self.policy = policy
-        self.inner = inner
+        self.resolver = resolver
+        self.session: ClientSession | None = None
 
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        host = request.url.host
-        refused = literal_refusal(self.policy, host, request.url.port or default_port(request.url.scheme))
-        if refused is not None:
-            raise httpx2.ConnectError(str(refused)) from refused
-        response = await self.inner.handle_async_request(request)
-        if 300 <= response.status_code < 400:
-            await response.aclose()
-            raise RedirectRefused(host, response.status_code)
-        return response
+    def client_session(self) -> ClientSession:
+        """The session, made at the first call (inside the event loop)."""
+        if self.session is None or self.session.closed:
+            connector = TCPConnector(resolver=CheckedResolver(self.policy, self.resolver), limit=100,
+                                     keepalive_timeout=30)
+            self.session = ClientSession(connector=connector, trust_env=False)
+        return self.session
 
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    def check_literal(self, url: str) -> str:
+        """The URL's host; an IP literal (which no resolver sees) is checked here."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        try:
+            ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return host  # a name: the resolver checks what it resolves to
+        reason = self.policy.address_refusal(host, parts.port or default_port(parts.scheme), host)
+        if reason is not None:
+            raise AddressRefused(host, host, reason)
+        return host
+
+    async def post(self, url: str, headers: dict[str, str], body: bytes, timeout: float) -> RawAnswer:
+        """One POST, its answer read whole. Raises AddressRefused, RedirectRefused, or aiohttp's errors."""
+        host = self.check_literal(url)
+        async with self.client_session().post(url, data=body, headers=headers, allow_redirects=False,
+                                              timeout=ClientTimeout(total=timeout)) as response:
+            if 300 <= response.status < 400:
+                raise RedirectRefused(host, response.status)
+            return RawAnswer(response.status, response.headers, await response.read())
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
 
 
 def default_port(scheme: str) -> int:
     return 443 if scheme == "https" else 80
 
 
-def literal_refusal(policy: EndpointAllowlist, host: str, port: int) -> AddressRefused | None:
-    """The refusal of a host that is an IP literal (aiohttp never resolves those); None for a name (the resolver
-    checks what it resolves to) or an allowed address."""
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-    reason = policy.address_refusal(host, port, host)
-    return AddressRefused(host, host, reason) if reason is not None else None
-
-
-def checked_session(policy: EndpointAllowlist, resolver: AbstractResolver | None = None) -> ClientSession:
-    """An aiohttp session whose every connection goes through `CheckedResolver`, with no proxies from the
-    environment. Called inside the event loop. Callers check IP literals (`literal_refusal`) and refuse redirects."""
-    connector = TCPConnector(resolver=CheckedResolver(policy, resolver), limit=100, keepalive_timeout=30)
-    return ClientSession(connector=connector, trust_env=False)
-
-
-def checked_http_client(policy: EndpointAllowlist, resolver: AbstractResolver | None = None) -> httpx2.AsyncClient:
-    """The `http_client` for openai clients: the SDK's aiohttp client, no redirects, no proxies from the
-    environment (a proxy would resolve names itself), every connection through `CheckedResolver`.
-    `resolver` is the seam tests use to make a name resolve to 127.0.0.1."""
-    import openai
-    from openai._vendor.httpx_aiohttp import AiohttpTransport
-
-    factory: Callable[..., Any] = openai.DefaultAioHttpClient
-    # the session is built inside the event loop, at the first request
-    transport = CheckedTransport(policy, AiohttpTransport(client=lambda: checked_session(policy, resolver)))
-    client: httpx2.AsyncClient = factory(transport=transport, follow_redirects=False, trust_env=False)
-    return client
-
-
 def outbound_refusal(exc: BaseException) -> AddressRefused | RedirectRefused | None:
-    """The AddressRefused / RedirectRefused an SDK error was caused by, if any (follows __cause__/__context__)."""
+    """The AddressRefused / RedirectRefused an error was caused by, if any (follows __cause__/__context__, and
+    aiohttp's `os_error`)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, (AddressRefused, RedirectRefused)):
             return current
         seen.add(id(current))
-        current = current.__cause__ or current.__context__
+        current = current.__cause__ or current.__context__ or getattr(current, "os_error", None)
     return None

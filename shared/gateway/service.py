@@ -350,9 +350,9 @@ class Gateway:
                           state.model, estimated=True)
 
     async def close(self) -> None:
+        """Waits for the streams still being read (the shared HTTP session is the model port's to close)."""
         if self.draining:
             await asyncio.gather(*self.draining, return_exceptions=True)
-        await self.upstream.close()
 
 
 def observe(event: bytes, state: Served) -> bool:

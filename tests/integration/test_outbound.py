@@ -11,6 +11,7 @@ from aiohttp import web
 
 from shared.connections.allowlist import EndpointAllowlist
 from shared.connections.openai_model import OpenAIModelPort
+from shared.connections.outbound import OutboundSession
 from shared.engine.ports import ChatRequest, Connection, StepFailure
 from shared.secret import Secret
 from tests.fakes import StaticResolver
@@ -160,15 +161,18 @@ async def test_the_gateway_upstream_refuses_redirects_and_private_addresses_like
     from shared.gateway.upstream import Upstream, UpstreamUnreachable
 
     redirecting, target = servers
-    upstream = Upstream(EndpointAllowlist(("127.0.0.1",)), timeout=5)
+    policy = EndpointAllowlist(("127.0.0.1",))
+    outbound = OutboundSession(policy)
     connection = Connection("c", "azure_openai", f"http://127.0.0.1:{redirecting.port}", Secret("tenant-key-123"))
-    with pytest.raises(UpstreamUnreachable, match="redirect"):
-        await upstream.post(connection, "gpt-4o-mini", b'{"messages": []}', stream=False)
+    for stream in (False, True):
+        with pytest.raises(UpstreamUnreachable, match="redirect"):
+            await Upstream(outbound, policy, timeout=5).post(connection, "gpt-4o-mini", b'{"messages": []}', stream)
     assert target.seen == []
-    await upstream.close()
-    rebinding = Upstream(EndpointAllowlist(), timeout=5, resolver=StaticResolver({"rebind.openai.azure.com":
-                                                                                   "127.0.0.1"}))
+    await outbound.close()
+    policy = EndpointAllowlist()
+    outbound = OutboundSession(policy, StaticResolver({"rebind.openai.azure.com": "127.0.0.1"}))
     connection = Connection("c", "azure_openai", "https://rebind.openai.azure.com", Secret("tenant-key-123"))
-    with pytest.raises(UpstreamUnreachable, match="resolves to 127.0.0.1"):
-        await rebinding.post(connection, "gpt-4o-mini", b'{"messages": []}', stream=False)
-    await rebinding.close()
+    for stream in (False, True):
+        with pytest.raises(UpstreamUnreachable, match="resolves to 127.0.0.1"):
+            await Upstream(outbound, policy, timeout=5).post(connection, "gpt-4o-mini", b'{"messages": []}', stream)
+    await outbound.close()
