@@ -172,7 +172,8 @@ class Schedule:
 
 def period_of(moment: datetime) -> str:
     """The budget period (calendar month, UTC) a moment falls in: `YYYY-MM`."""
-    return moment.astimezone(UTC).strftime("%Y-%m")
+    utc = moment.astimezone(UTC)
+    return f"{utc.year:04d}-{utc.month:02d}"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ def time_text(moment: datetime | None) -> str | None:
     """ISO 8601 in UTC with microseconds: sorts as text."""
     if moment is None:
         return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_time(text: str | None) -> datetime | None:
