@@ -18,6 +18,8 @@ GOALS = {
     "credential_warm_lookup_us": "≤ 20 µs",
     "postgres_ledger_writes_per_s": "≥ 20,000/s",
     "postgres_month_summary_1m_rows_ms": "≤ 200 ms",
+    "gateway_sqlite_c1_added_p50_ms": "≤ 1.5 ms",
+    "gateway_sqlite_c1_serve_cpu_ms_per_request": "≤ 1.5 ms",
 }
 # make bench runs this with the services of scripts/services.sh up (see Makefile)
 
@@ -40,7 +42,7 @@ def main() -> int:
     figures: dict[str, object] = {}
     figures.update(importlib.import_module("bench.engine_bench").run())
     figures["import_function_app_ms"] = import_time_ms()
-    for name in ("credentials_bench", "storage_bench", "functions_bench", "http_load"):
+    for name in ("credentials_bench", "storage_bench", "functions_bench", "http_load", "gateway_load"):
         module = importlib.import_module(f"bench.{name}")
         started = time.perf_counter()
         figures.update(module.run())

@@ -18,6 +18,9 @@ from shared.connections.static import load_settings_connections
 from shared.engine.executor import FlowExecutor
 from shared.engine.ports import Connection, ModelPort
 from shared.engine.worst_case import ModelCallLimits
+from shared.gateway.aliases import ModelAliasService
+from shared.gateway.service import Gateway
+from shared.gateway.upstream import Upstream
 from shared.services.catalog import FlowCatalog
 from shared.services.credentials import CredentialService
 from shared.services.prices import PriceBook
@@ -52,9 +55,11 @@ class Services:
     usage: UsageService
     clock: Clock
     azure_credential: AppAzureCredential
+    gateway: Gateway
+    aliases: ModelAliasService
 
     async def close(self) -> None:
-        for resource in (self.model, self.queue, self.credentials.resolver):
+        for resource in (self.gateway, self.model, self.queue, self.credentials.resolver):
             closer = getattr(resource, "close", None)
             if closer is not None:
                 await closer()
@@ -86,7 +91,8 @@ async def build_services(settings: Settings | None = None, *, stores: Stores | N
     prices = PriceBook.load(settings.prices_file)
     box = SecretBox(settings.encryption_keys)
     stores = stores or await open_stores(settings, azure_credential)
-    clients = ClientCache(OutboundSession(endpoints), token_credential=azure_credential)
+    outbound = OutboundSession(endpoints)  # one pool for flow model calls and the gateway
+    clients = ClientCache(outbound, token_credential=azure_credential)
     model = model or OpenAIModelPort(endpoints, clients, max_attempts=settings.model_max_attempts,
                                      timeout=settings.model_timeout_seconds)
     if telemetry_configured():  # a span and metrics per model call (the messages only with TENANTFLOW_CAPTURE_PROMPTS)
@@ -107,6 +113,9 @@ async def build_services(settings: Settings | None = None, *, stores: Stores | N
                       sync_limit_seconds=settings.sync_limit_seconds, call_limits=ModelCallLimits(
                           settings.model_timeout_seconds, settings.model_max_attempts, MAX_RETRY_WAIT))
     usage = UsageService(stores.usage_queries, stores.budgets)
+    gateway = Gateway(stores.aliases, credentials, endpoints, stores.bookkeeping, runs.budget, prices,
+                      Upstream(outbound, endpoints, settings.model_timeout_seconds, azure_credential), now=clock.now)
+    aliases = ModelAliasService(stores.aliases, stores.tenants, stores.credentials, prices, gateway.forget_alias)
     return Services(settings, stores, catalog, connections, endpoints, model, prices, box, tenants, credentials, runs,
                     queue, QueueWorker(runs), ScheduleService(stores.schedules, catalog, runs, queue, clock), usage,
-                    clock, azure_credential)
+                    clock, azure_credential, gateway=gateway, aliases=aliases)

@@ -473,7 +473,30 @@ async def cmd_db(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_models(args: argparse.Namespace) -> int:
+    """Gateway model aliases: `models set|list|remove`."""
+    async with services(args) as svc:
+        if args.models_command == "set":
+            alias = await svc.aliases.set(args.tenant, args.alias, credential=args.credential,
+                                          deployment=args.deployment, price_as=args.price_as)
+            priced = f", priced as {alias.price_as}" if alias.price_as else ""
+            print(f"model {alias.alias} of tenant {alias.tenant_id}: credential {alias.credential}, "
+                  f"deployment {alias.deployment}{priced}")
+        elif args.models_command == "list":
+            aliases = await svc.aliases.list(args.tenant)
+            if args.json:
+                print_json([{"alias": a.alias, "credential": a.credential, "deployment": a.deployment,
+                             "price_as": a.price_as, "updated_at": a.updated_at} for a in aliases])
+            for a in [] if args.json else aliases:
+                print(f"{a.alias:<24} {a.credential:<20} {a.deployment:<24} {a.price_as or '-'}")
+        else:
+            await svc.aliases.remove(args.tenant, args.alias)
+            print(f"model {args.alias} of tenant {args.tenant} removed")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
+    "models": cmd_models,
     "validate": cmd_validate,
     "run": cmd_run,
     "tenants": cmd_tenants,
@@ -662,6 +685,21 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = p.add_subparsers(dest="db_command", required=True)
     dsub.add_parser("migrate", help="apply pending migrations as TENANTFLOW_POSTGRES_MIGRATION_DSN's role and grant "
                                     "TENANTFLOW_POSTGRES_DSN's role (a deploy step; idempotent)")
+
+    p = sub.add_parser("models", help="gateway model aliases of a tenant")
+    gsub = p.add_subparsers(dest="models_command", required=True)
+    g = gsub.add_parser("set")
+    g.add_argument("tenant")
+    g.add_argument("alias", help="the name the tenant's applications send as `model`")
+    g.add_argument("--credential", required=True, metavar="NAME", help="one of the tenant's credentials")
+    g.add_argument("--deployment", required=True, metavar="D", help="the deployment (or model) behind it")
+    g.add_argument("--price-as", metavar="MODEL", help="price calls as this price-file model")
+    g = gsub.add_parser("list")
+    g.add_argument("tenant")
+    g.add_argument("--json", action="store_true", help="print a JSON list")
+    g = gsub.add_parser("remove")
+    g.add_argument("tenant")
+    g.add_argument("alias")
     return parser
 
 
@@ -725,6 +763,13 @@ EXAMPLES: dict[str, tuple[str, str]] = {
                "tenantflow import promptflow ./chat-with-history --out flows/chat.yaml"),
     "import promptflow": ("convert a prompt flow folder (flow.dag.yaml) into a Tenantflow flow",
                           "tenantflow import promptflow ./web-classification --out flows/classify.yaml --partial"),
+    "models": ("gateway model aliases of a tenant (the `model` its OpenAI clients send)",
+               "tenantflow models set contoso chat --credential foundry --deployment prod-chat"),
+    "models set": ("add or replace an alias: one of the tenant's credentials and a deployment behind it",
+                   "tenantflow models set contoso chat --credential foundry --deployment prod-chat "
+                   "--price-as gpt-4o-mini"),
+    "models list": ("list a tenant's model aliases", "tenantflow models list contoso --json"),
+    "models remove": ("remove a model alias", "tenantflow models remove contoso chat"),
     "db": ("database schema (PostgreSQL)", "tenantflow db migrate"),
     "db migrate": ("apply pending PostgreSQL migrations as the owner role and grant the app role (a deploy step)",
                    "tenantflow db migrate   # with TENANTFLOW_POSTGRES_MIGRATION_DSN (the owner) set"),
@@ -808,7 +853,7 @@ def describe_error(exc: Exception) -> tuple[str, int]:
         return str(exc), EXIT_INVALID
     known = {"CredentialError", "TenantError", "ConnectionFileError", "PriceFileError", "StorageError",
              "AlreadyExists", "NotFound", "StepFailure", "DecryptionError", "ScheduleError", "UsageQueryError",
-             "RunNotCompleted", "SchemaNotReady"}
+             "RunNotCompleted", "SchemaNotReady", "AliasError"}
     if any(cls.__name__ in known for cls in type(exc).__mro__):
         return str(exc), EXIT_INVALID
     logging.getLogger("tenantflow").debug("unexpected error", exc_info=True)

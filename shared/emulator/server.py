@@ -16,10 +16,11 @@ reports cached_tokens in 128-token steps, as Azure does.
 
 Faults, by header `x-emulator-fault: SPEC` or by a marker `[[fault:SPEC]]` in the last user message (flows can't
 set headers), SPEC being one of `429` (retry-after-ms: 50, retry-after: 1), `429-quota` (code
-insufficient_quota), `500`, `disconnect` (connection dropped mid-response), `latency=MS`; append `;times=N` to
-fault only the first N matching requests (counted per spec + prompt digest, or per `x-emulator-fault-key`).
-`[[content_filter]]` in the last user message gets Azure's content-filter 400. Faults can also be given to
-`create_app(faults=…)` as a list of SPECs applied to every request.
+insufficient_quota), `500`, `disconnect` (connection dropped mid-response), `latency=MS`, and for streams
+`stream-break` (dropped after the first content chunk, no usage chunk) and `chunk-delay=MS` (between chunks);
+append `;times=N` to fault only the first N matching requests (counted per spec + prompt digest, or per
+`x-emulator-fault-key`). `[[content_filter]]` in the last user message gets Azure's content-filter 400. Faults can
+also be given to `create_app(faults=…)` as a list of SPECs applied to every request.
 
 Beyond text (see `answers`): `tools` get a tool call (finish_reason `tool_calls`) when `tool_choice` requires one
 (`required` or a named function) or the last user message holds `[[tool]]` / `[[tool:NAME]]`; after a `tool`
@@ -190,11 +191,14 @@ def create_app(api_keys: set[str] | None = None, faults: list[str] | None = None
         if request.headers.get("x-emulator-fault"):
             specs.append(request.headers["x-emulator-fault"])
         specs.extend(m.group("spec") for m in FAULT_MARKER.finditer(user_text))
+        stream_faults: list[str] = []
         for spec in specs:
             fault = active_fault(state, spec, request.headers.get("x-emulator-fault-key") or digest)
             if fault is None:
                 continue
-            if fault.startswith("latency="):
+            if fault == "stream-break" or fault.startswith("chunk-delay="):
+                stream_faults.append(fault)
+            elif fault.startswith("latency="):
                 await asyncio.sleep(int(fault.split("=", 1)[1]) / 1000)
             elif fault == "429":
                 status, err = azure_error(429, "429", "Requests to the ChatCompletions_Create Operation have "
@@ -215,10 +219,10 @@ def create_app(api_keys: set[str] | None = None, faults: list[str] | None = None
                     **FILTER_RESULTS, "violence": {"filtered": True, "severity": "high"}}},
             )
             return error_response(status, err)
-        return completion(state, deployment, body, messages, digest)
+        return completion(state, deployment, body, messages, digest, stream_faults)
 
     def completion(state: EmulatorState, model: str, body: dict[str, Any], messages: list[dict[str, Any]],
-                   digest: str) -> Response:
+                   digest: str, stream_faults: list[str]) -> Response:
         reasoning = 16 if REASONING_MODELS.match(model) else 0
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         choices = [choice_for(model, body, messages, digest, index, limit, reasoning)
@@ -243,7 +247,7 @@ def create_app(api_keys: set[str] | None = None, faults: list[str] | None = None
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(stream_chunks(completion_id, created, model_name, choices, usage,
-                                                   include_usage), media_type="text/event-stream")
+                                                   include_usage, stream_faults), media_type="text/event-stream")
         return JSONResponse({
             "id": completion_id,
             "object": "chat.completion",
@@ -349,8 +353,26 @@ def choice_for(model: str, body: dict[str, Any], messages: list[dict[str, Any]],
     return Choice(index, pieces, finish)
 
 
+class StreamBroken(Exception):
+    """The `stream-break` fault: the connection drops after the first chunks."""
+
+
 async def stream_chunks(completion_id: str, created: int, model: str, choices: list[Choice],
-                        usage: dict[str, Any], include_usage: bool) -> Any:
+                        usage: dict[str, Any], include_usage: bool, faults: list[str] | None = None) -> Any:
+    faults = faults or []
+    delays = [int(f.split("=", 1)[1]) / 1000 for f in faults if f.startswith("chunk-delay=")]
+    sent_content = False
+    async for chunk in chunks_of(completion_id, created, model, choices, usage, include_usage):
+        if "stream-break" in faults and sent_content:
+            raise StreamBroken("stream-break fault")
+        for delay in delays:
+            await asyncio.sleep(delay)
+        yield chunk
+        sent_content = sent_content or ('"content": "' in chunk and '"content": ""' not in chunk)
+
+
+async def chunks_of(completion_id: str, created: int, model: str, choices: list[Choice],
+                    usage: dict[str, Any], include_usage: bool) -> Any:
     def chunk(index: int, delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
         choices = [] if extra.get("usage") else [{"index": index, "delta": delta, "finish_reason": finish_reason,
                                                    "logprobs": None, "content_filter_results": FILTER_RESULTS}]

@@ -188,20 +188,7 @@ class FlowExecutor:
         static = self.static_connections.get(name)
         if static is not None:
             return static
-        fields = await self.credentials.load(state.context.tenant_id, name)
-        kind = fields.get("kind") or "azure_openai"
-        if kind not in ("azure_openai", "openai"):
-            raise StepFailure(f"connection {name!r}: the tenant's credential {name} is of kind {kind}; a model call "
-                              "needs azure_openai or openai", "invalid_connection")
-        endpoint = fields.get("endpoint") or fields.get("base_url") or ""
-        if not endpoint:
-            raise StepFailure(f"connection {name!r}: the tenant's credential {name} has no endpoint",
-                              "invalid_connection")
-        api_key = fields.get("api_key")
-        auth = fields.get("auth") or "key"
-        return Connection(name, kind, self.endpoints.check(endpoint),
-                          api_key if isinstance(api_key, Secret) else None, auth,
-                          str(fields.get("api_version") or "2024-10-21"))
+        return credential_connection(name, await self.credentials.load(state.context.tenant_id, name), self.endpoints)
 
     async def step_chat_completion(self, step: Step, state: RunState, outcome: StepOutcome) -> None:
         connection = await self.connection_for(step, state)
@@ -552,3 +539,20 @@ def render_outputs(outputs: dict[str, Any], scope: dict[str, Any]) -> dict[str, 
             raise StepFailure(f"output {name}: a secret cannot be an output", "secret_exposure")
         rendered[name] = value
     return rendered
+
+
+def credential_connection(name: str, fields: dict[str, Any], endpoints: EndpointPolicy) -> Connection:
+    """The connection of a tenant credential's fields (CredentialSource.load); StepFailure when it cannot make model
+    calls (another kind, no endpoint, an endpoint the policy refuses)."""
+    kind = fields.get("kind") or "azure_openai"
+    if kind not in ("azure_openai", "openai"):
+        raise StepFailure(f"connection {name!r}: the tenant's credential {name} is of kind {kind}; a model call "
+                          "needs azure_openai or openai", "invalid_connection")
+    endpoint = fields.get("endpoint") or fields.get("base_url") or ""
+    if not endpoint:
+        raise StepFailure(f"connection {name!r}: the tenant's credential {name} has no endpoint",
+                          "invalid_connection")
+    api_key = fields.get("api_key")
+    auth = fields.get("auth") or "key"
+    return Connection(name, kind, endpoints.check(endpoint), api_key if isinstance(api_key, Secret) else None, auth,
+                      str(fields.get("api_version") or "2024-10-21"))

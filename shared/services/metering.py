@@ -164,7 +164,7 @@ class MeteredModelPort(ModelPort):
             total_tokens=result.usage.total_tokens,
             cached_tokens=result.usage.cached_tokens,
             reasoning_tokens=result.usage.reasoning_tokens,
-            cost=self.prices.cost(self.tenant_id, result.usage, request.model, result.model),
+            cost=self.prices.cost(self.tenant_id, result.usage, result.model, request.model),  # served first
             recorded_at=self.now(),
             api_key_id=self.api_key_id,
         )

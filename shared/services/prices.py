@@ -57,6 +57,9 @@ class PriceBook:
         return cls(str(doc.get("version", "unversioned")), models, tenants, currency)
 
     def price(self, tenant_id: str, *names: str) -> Price | None:
+        """The price of the first of `names` that is known: exactly, without a date suffix, or else by the longest
+        price-file model that is a prefix of it up to a `-` (`gpt-4o-mini-2024-07-18` → gpt-4o-mini,
+        `gpt-4o-2024-08-06` → gpt-4o). The tenant's own prices win over the file's."""
         tables = (self.tenants.get(tenant_id, {}), self.models)
         for name in names:
             if not name:
@@ -65,6 +68,10 @@ class PriceBook:
                 for table in tables:
                     if candidate in table:
                         return table[candidate]
+            for table in tables:
+                prefixes = [known for known in table if name.startswith(known + "-")]
+                if prefixes:
+                    return table[max(prefixes, key=len)]
         return None
 
     def cost(self, tenant_id: str, usage: TokenUsage, *names: str) -> Decimal | None:

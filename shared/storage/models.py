@@ -149,6 +149,19 @@ class BudgetCounters:
 
 
 @dataclass(frozen=True)
+class ModelAlias:
+    """A tenant's gateway model name: requests naming `alias` go to `deployment` through the tenant's own credential
+    `credential`; `price_as` (a price-file model) prices them instead of the model the upstream reports."""
+
+    tenant_id: str
+    alias: str
+    credential: str
+    deployment: str
+    price_as: str | None = None
+    updated_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
 class Schedule:
     id: str
     tenant_id: str

@@ -20,6 +20,7 @@ from shared.storage.models import (
     Budget,
     BudgetCounters,
     Lease,
+    ModelAlias,
     RunRecord,
     Schedule,
     StoredCredential,
@@ -244,6 +245,24 @@ class TenantMemberStore(ABC):
         """The tenants the principal is a member of, sorted."""
 
 
+class ModelAliasStore(ABC):
+    """A tenant's gateway model aliases (alias → one of its own credentials and a deployment)."""
+
+    @abstractmethod
+    async def put(self, alias: ModelAlias) -> None:
+        """Inserts or replaces (tenant_id, alias)."""
+
+    @abstractmethod
+    async def get(self, tenant_id: str, alias: str) -> ModelAlias | None: ...
+
+    @abstractmethod
+    async def list(self, tenant_id: str) -> builtins.list[ModelAlias]:
+        """The tenant's aliases, ordered by alias."""
+
+    @abstractmethod
+    async def remove(self, tenant_id: str, alias: str) -> bool: ...
+
+
 class ReplayGuard(ABC):
     """Remembers webhook signatures so that each is accepted once."""
 
@@ -274,6 +293,7 @@ class Stores:
     replay: ReplayGuard
     health: HealthCheck
     members: TenantMemberStore
+    aliases: ModelAliasStore
     closer: Callable[[], Awaitable[None]] | None = None
 
     async def close(self) -> None:

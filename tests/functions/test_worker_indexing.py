@@ -66,6 +66,11 @@ def test_the_worker_finds_every_function_with_its_bindings(indexed):
         ("usage", ("GET",)),
         ("admin/usage", ("GET",)),
         ("dashboard", ("GET",)),
+        ("v1/chat/completions", ("POST",)),
+        ("v1/models", ("GET",)),
+        ("openai/deployments/{alias}/chat/completions", ("POST",)),
+        ("admin/tenants/{tenant}/models/{alias}", ("PUT", "GET", "DELETE")),
+        ("admin/tenants/{tenant}/models", ("GET",)),
     }
     assert all(b["authLevel"] == "ANONYMOUS" for b in http.values())  # identity comes from API keys / signatures
     (queue,) = [b for bindings in functions.values() for b in bindings if b["type"] == "queueTrigger"]
@@ -74,7 +79,8 @@ def test_the_worker_finds_every_function_with_its_bindings(indexed):
     (timer,) = [b for bindings in functions.values() for b in bindings if b["type"] == "timerTrigger"]
     assert timer["schedule"] == "0 * * * * *" and timer["name"] == "timer"
     assert set(functions) == {"start_run", "get_run", "webhook", "health", "usage", "admin_usage", "dashboard",
-                              "flow_runs", "schedules"}
+                              "flow_runs", "schedules", "chat_completions", "azure_chat_completions", "list_models",
+                              "admin_model_alias", "admin_model_aliases"}
 
 
 def test_host_json_routes_under_api_and_poisons_after_five_attempts():

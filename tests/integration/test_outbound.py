@@ -11,6 +11,7 @@ from aiohttp import web
 
 from shared.connections.allowlist import EndpointAllowlist
 from shared.connections.openai_model import OpenAIModelPort
+from shared.connections.outbound import OutboundSession
 from shared.engine.ports import ChatRequest, Connection, StepFailure
 from shared.secret import Secret
 from tests.fakes import StaticResolver
@@ -154,3 +155,24 @@ async def test_upstream_error_text_is_stored_without_the_key_or_key_like_tokens(
     assert "321-yek-tnanet" not in message and "Zm9vYmFy" not in message
     assert message == ("the model at 127.0.0.1 rejected the request: bad key ******; prefix ******; Authorization: "
                        "Bearer ******; also ****** and token ****** for deployment gpt-4o-mini-2024-07-18")
+
+
+async def test_the_gateway_upstream_refuses_redirects_and_private_addresses_like_the_model_port(servers):
+    from shared.gateway.upstream import Upstream, UpstreamUnreachable
+
+    redirecting, target = servers
+    policy = EndpointAllowlist(("127.0.0.1",))
+    outbound = OutboundSession(policy)
+    connection = Connection("c", "azure_openai", f"http://127.0.0.1:{redirecting.port}", Secret("tenant-key-123"))
+    for stream in (False, True):
+        with pytest.raises(UpstreamUnreachable, match="redirect"):
+            await Upstream(outbound, policy, timeout=5).post(connection, "gpt-4o-mini", b'{"messages": []}', stream)
+    assert target.seen == []
+    await outbound.close()
+    policy = EndpointAllowlist()
+    outbound = OutboundSession(policy, StaticResolver({"rebind.openai.azure.com": "127.0.0.1"}))
+    connection = Connection("c", "azure_openai", "https://rebind.openai.azure.com", Secret("tenant-key-123"))
+    for stream in (False, True):
+        with pytest.raises(UpstreamUnreachable, match="resolves to 127.0.0.1"):
+            await Upstream(outbound, policy, timeout=5).post(connection, "gpt-4o-mini", b'{"messages": []}', stream)
+    await outbound.close()

@@ -21,6 +21,7 @@ from shared.storage.models import (
     BookBatch,
     Budget,
     Lease,
+    ModelAlias,
     RunRecord,
     Schedule,
     StoredCredential,
@@ -56,6 +57,7 @@ async def pg(tmp_path):
         await stores.schedules.add(Schedule(f"sched-{tenant}", tenant, "f", "* * * * *", {"x": 1}, created_at=NOW))
         await stores.replay.first_use(tenant, "nonce-" + tenant, NOW + timedelta(days=3650))
         await stores.members.add(tenant, f"ann@{tenant}.example")
+        await stores.aliases.put(ModelAlias(tenant, "chat", "foundry", "gpt-4o-mini", updated_at=NOW))
     yield settings, stores
     await stores.close()
     await postgres_backend.dispose(settings)
@@ -79,6 +81,7 @@ TENANT_TABLES = {
     "replay_guard": ("tenant_id", "INSERT INTO replay_guard VALUES ('tenant-b', 'n2', now())"),
     "budget_leases": ("tenant_id", "INSERT INTO budget_leases VALUES ('tenant-b', 'l2', 'r', '2027-01', 1, 1, now())"),
     "tenant_members": ("tenant_id", "INSERT INTO tenant_members VALUES ('tenant-b', 'bob@b.example', now())"),
+    "model_aliases": ("tenant_id", "INSERT INTO model_aliases VALUES ('tenant-b', 'm2', 'foundry', 'd', NULL, now())"),
 }
 
 

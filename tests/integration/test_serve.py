@@ -53,6 +53,19 @@ def test_serve_answers_with_the_registered_functions(tmp_path, emulator):
                             json={"inputs": {"question": "Why?", "passages": []}})
         assert queued.status_code == 503 and "no queue is configured" in queued.json()["detail"]
         assert httpx.get(f"{base}/dashboard", headers={"x-api-key": key}).status_code == 200
+        # the gateway's routes, relayed as they stream (the OpenAI SDK, with an alias set by the CLI)
+        import openai
+
+        subprocess.run([str(script), "credentials", "set", "contoso", "foundry", "--kind", "azure_openai",
+                        "--endpoint", emulator.base_url, "--api-key-stdin"], input=b"sk-upstream", env=env,
+                       cwd=tmp_path, check=True, capture_output=True, timeout=60)
+        subprocess.run([str(script), "models", "set", "contoso", "chat", "--credential", "foundry", "--deployment",
+                        "gpt-4o-mini"], env=env, cwd=tmp_path, check=True, capture_output=True, timeout=60)
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+        chunks = list(client.chat.completions.create(model="chat", stream=True, stream_options={"include_usage": True},
+                                                     messages=[{"role": "user", "content": "Hello there"}]))
+        assert chunks[-1].usage is not None and chunks[0].model == "gpt-4o-mini-2024-07-18"
+        assert [m.id for m in client.models.list()] == ["chat"]
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -27,6 +27,7 @@ from shared.storage.models import (
     Budget,
     BudgetCounters,
     Lease,
+    ModelAlias,
     RunRecord,
     Schedule,
     StoredCredential,
@@ -42,6 +43,7 @@ from shared.storage.ports import (
     BudgetStore,
     CredentialStore,
     HealthCheck,
+    ModelAliasStore,
     NotFound,
     ReplayGuard,
     RunStore,
@@ -74,6 +76,7 @@ class MemoryState:
         self.schedules: dict[str, Schedule] = {}
         self.nonces: dict[tuple[str, str], datetime] = {}
         self.members: set[tuple[str, str]] = set()  # (tenant, principal)
+        self.aliases: dict[tuple[str, str], ModelAlias] = {}  # (tenant, alias) → alias
 
     def check(self) -> None:
         if self.unavailable is not None:
@@ -432,6 +435,27 @@ class MemoryTenantMemberStore(TenantMemberStore):
         return sorted(t for t, p in self.state.members if p == principal)
 
 
+class MemoryModelAliasStore(ModelAliasStore):
+    def __init__(self, state: MemoryState) -> None:
+        self.state = state
+
+    async def put(self, alias: ModelAlias) -> None:
+        self.state.check()
+        self.state.aliases[(alias.tenant_id, alias.alias)] = alias
+
+    async def get(self, tenant_id: str, alias: str) -> ModelAlias | None:
+        self.state.check()
+        return self.state.aliases.get((tenant_id, alias))
+
+    async def list(self, tenant_id: str) -> builtins.list[ModelAlias]:
+        self.state.check()
+        return [a for (t, _), a in sorted(self.state.aliases.items()) if t == tenant_id]
+
+    async def remove(self, tenant_id: str, alias: str) -> bool:
+        self.state.check()
+        return self.state.aliases.pop((tenant_id, alias), None) is not None
+
+
 class InMemoryStores(Stores):
     """Fresh, empty in-memory stores of every port; `state` holds what they store (to inspect, or to switch
     `unavailable`)."""
@@ -443,7 +467,7 @@ class InMemoryStores(Stores):
                          usage_queries=MemoryUsageQueries(state), budgets=MemoryBudgetStore(state),
                          bookkeeping=MemoryBookkeeping(state), schedules=MemoryScheduleStore(state),
                          replay=MemoryReplayGuard(state), health=MemoryHealth(state),
-                         members=MemoryTenantMemberStore(state))
+                         members=MemoryTenantMemberStore(state), aliases=MemoryModelAliasStore(state))
         self.state = state
 
 

@@ -9,6 +9,7 @@ from shared.storage.ports import Stores
 async def open_postgres_stores(settings: Settings) -> Stores:
     from shared.storage.postgres.database import EntraTokenPassword, PostgresDatabase
     from shared.storage.postgres.members import PostgresTenantMemberStore
+    from shared.storage.postgres.model_aliases import PostgresModelAliasStore
     from shared.storage.postgres.stores import (
         PostgresBookkeeping,
         PostgresBudgetStore,
@@ -39,6 +40,7 @@ async def open_postgres_stores(settings: Settings) -> Stores:
         replay=PostgresReplayGuard(db),
         health=PostgresHealth(db),
         members=PostgresTenantMemberStore(db),
+        aliases=PostgresModelAliasStore(db),
         closer=db.close,
     )
 

@@ -6,6 +6,7 @@ from shared.settings import Settings
 from shared.storage.ports import Stores
 from shared.storage.sqlite.database import SqliteDatabase
 from shared.storage.sqlite.members import SqliteTenantMemberStore
+from shared.storage.sqlite.model_aliases import SqliteModelAliasStore
 from shared.storage.sqlite.stores import (
     SqliteBookkeeping,
     SqliteBudgetStore,
@@ -40,5 +41,6 @@ async def open_sqlite_stores(settings: Settings) -> Stores:
         replay=SqliteReplayGuard(db),
         health=SqliteHealth(db),
         members=SqliteTenantMemberStore(db),
+        aliases=SqliteModelAliasStore(db),
         closer=db.close,
     )

@@ -11,6 +11,7 @@ from shared.storage.ports import Stores
 async def open_table_stores(settings: Settings, credential: Any = None) -> Stores:
     from shared.storage.table.client import TableClients
     from shared.storage.table.members import TableTenantMemberStore
+    from shared.storage.table.model_aliases import TableModelAliasStore
     from shared.storage.table.stores import (
         TableBookkeeping,
         TableBudgetStore,
@@ -42,5 +43,6 @@ async def open_table_stores(settings: Settings, credential: Any = None) -> Store
         replay=TableReplayGuard(tables),
         health=TableHealth(tables),
         members=TableTenantMemberStore(tables),
+        aliases=TableModelAliasStore(tables),
         closer=tables.close,
     )

@@ -12,7 +12,7 @@ from shared.storage.ports import StoreUnavailable
 FORBIDDEN_KEY_CHARS = set('/\\#?%')
 CHUNK = 30_000  # characters per string property (a property holds at most 64 KiB = 32K UTF-16 units)
 TABLES = ("tenants", "apikeys", "credentials", "runs", "runids", "usage", "budgets", "schedules",
-          "replay", "members")
+          "replay", "members", "aliases")
 
 
 def key(value: str) -> str:
