@@ -218,7 +218,7 @@ def refusals() -> Iterator[None]:
     except FlowNotFound as exc:
         raise OperationRefused(str(exc), "flow") from None
     except InputError as exc:
-        raise OperationRefused(str(exc), "inputs." + next(iter(exc.errors), "")) from None
+        raise OperationRefused(str(exc), next(iter(exc.errors), "inputs")) from None
     except RunRefused as exc:
         raise OperationRefused(str(exc), "tenant", "conflict" if exc.code == "tenant_suspended" else "missing") \
             from None
