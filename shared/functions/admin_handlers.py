@@ -59,10 +59,11 @@ def json_object(request: ApiRequest, fields: tuple[str, ...]) -> dict[str, Any]:
 
 
 def text_field(body: dict[str, Any], name: str, required: bool = True) -> str | None:
+    """A string field; its content is the service's to judge (so the API refuses what the CLI refuses, alike)."""
     value = body.get(name)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str):
         raise OperationRefused(f"{name} is required and must be a string", name)
     return value
 
