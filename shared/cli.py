@@ -15,7 +15,10 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.services.operator import CredentialInput, Operator
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -253,7 +256,7 @@ async def cmd_credentials(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def credential_input(args: argparse.Namespace) -> Any:
+def credential_input(args: argparse.Namespace) -> CredentialInput:
     """`credentials set`'s flags as the operator's CredentialInput (secrets from stdin and the environment only)."""
     from shared.secret import Secret
     from shared.services.operator import CredentialInput
@@ -292,7 +295,7 @@ async def credentials_local(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def import_credential(operator: Any, args: argparse.Namespace) -> None:
+async def import_credential(operator: Operator, args: argparse.Namespace) -> None:
     """`credentials import T -f CONN.yaml [--replace]`: a prompt flow connection file as a tenant credential."""
     from shared.promptflow.connections import ConnectionImportError, read_connection
     from shared.services.operator import CredentialInput, OperationRefused
@@ -611,12 +614,12 @@ class operator_for:
         self.args = args
         self.svc: Any = None
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> Operator:
         target = remote_target(self.args)
         if target is not None:
             from shared.operator_client import RemoteOperator
 
-            self.operator: Any = RemoteOperator(*target)
+            self.operator: Operator = RemoteOperator(*target)
             return self.operator
         from shared.bootstrap import build_services
         from shared.services.operator import LocalOperator
@@ -635,8 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tenantflow", description="Multi-tenant, metered LLM flows.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level to stderr")
     parser.add_argument("--version", action="version", version=f"tenantflow {package_version()}")
-    parser.add_argument("--url", help="run the command against a deployed app: its base URL without /api "
-                        "(default: TENANTFLOW_URL when set; see REMOTE_COMMANDS)")
+    parser.add_argument("--url", help="run tenants, keys, credentials set|list|delete|import, budgets, schedules, "
+                        "usage or smoke against a deployed app: its base URL without /api (default: TENANTFLOW_URL)")
     parser.add_argument("--operator-key", help="the app's operator key for --url (better: TENANTFLOW_OPERATOR_KEY)")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -27,6 +27,7 @@ from shared.services.operator import (
 )
 
 TIMEOUT_SECONDS = 60.0
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
 REASONS: dict[int, Reason] = {404: "missing", 409: "conflict", 400: "invalid", 413: "invalid", 422: "invalid"}
 
 
@@ -44,6 +45,8 @@ def api_base(url: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"--url {url!r}: expected the app's base URL, http(s)://host[:port], without /api")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK:  # the operator key would travel in clear
+        raise ValueError(f"--url {url!r}: use https (plain http only for a local app: localhost, 127.0.0.1)")
     base = url.strip().rstrip("/")
     return (base[: -len("/api")] if base.endswith("/api") else base) + "/api"
 

@@ -133,6 +133,8 @@ def test_remote_mode_refusals(served, cli, monkeypatch):
     assert code == 2 and "--operator-key" in err
     code, _, err = cli("--url", "ftp://example", "--operator-key", "k", "tenants", "list")
     assert code == 2 and "expected the app's base URL" in err
+    code, _, err = cli("--url", "http://func-x.azurewebsites.net", "--operator-key", "k", "tenants", "list")
+    assert code == 2 and "use https" in err  # the key never goes out in clear
     port = free_port()
     code, _, err = cli("--url", f"http://127.0.0.1:{port}", "--operator-key", "k", "tenants", "list")
     assert code == 1 and "no answer" in err
