@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 PYTHON ?= python3
 SERVICES := scripts/services.sh
 
-.PHONY: setup demo test test-unit lint bench screenshot services-up services-down package clean
+.PHONY: setup demo test test-unit lint bench screenshot services-up services-down package smoke clean
 
 # Clean Python 3.12 and 3.13 venvs holding requirements.txt and the Functions Python worker of that version; the
 # worker indexing test (tests/functions/test_worker_indexing.py) indexes function_app.py in each. Rebuilt only when
@@ -66,6 +66,10 @@ screenshot: setup
 # The deployable zip (what `azd deploy` ships): the repo minus .funcignore, at dist/tenantflow-app.zip.
 package:
 	$(PYTHON) -m shared.deploy.package
+
+# `tenantflow smoke` against `tenantflow serve` in front of `tenantflow emulator` (throwaway store, free ports, by pid).
+smoke: setup
+	VENV=$(VENV) bash scripts/smoke-local.sh
 
 services-up:
 	bash $(SERVICES) up

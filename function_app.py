@@ -4,7 +4,7 @@ import logging
 
 import azure.functions as func
 
-from shared.functions import gateway_http, http, queue, timer
+from shared.functions import admin_http, gateway_http, http, queue, timer
 from shared.telemetry import configure_telemetry
 
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
@@ -15,3 +15,4 @@ app.register_functions(http.bp)
 app.register_functions(queue.bp)
 app.register_functions(timer.bp)
 app.register_functions(gateway_http.bp)
+app.register_functions(admin_http.bp)

@@ -1,7 +1,8 @@
 // Tenantflow on Azure: a Flex Consumption function app (Python 3.12) running as a user-assigned identity, its
 // storage account (deployment package, flow-runs queue, tables), a PostgreSQL flexible server the app signs in to
 // with Entra (no app password), Key Vault for the app's secrets, and Application Insights.
-// Every TENANTFLOW_* setting the code reads (shared/settings.py SETTING_NAMES) is set below.
+// Every TENANTFLOW_* setting the app reads (shared/settings.py SETTING_NAMES) is set below, except the owner's
+// migration DSN (DEPLOY_SETTING_NAMES): the app never migrates and never holds it; postprovision migrates.
 // `azd up` runs infra/hooks: preprovision makes the secrets once, postprovision migrates and adds the app's login.
 targetScope = 'resourceGroup'
 
@@ -274,7 +275,6 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'TENANTFLOW_SQLITE_PATH', value: '/tmp/tenantflow.db' }   // only used when store=sqlite
         { name: 'TENANTFLOW_POSTGRES_DSN', value: appDsn }   // no secret in it: the password is an Entra token
         { name: 'TENANTFLOW_POSTGRES_ENTRA', value: 'true' }
-        { name: 'TENANTFLOW_POSTGRES_MIGRATION_DSN', value: '' }   // the app never migrates: postprovision does
         { name: 'TENANTFLOW_POSTGRES_POOL_SIZE', value: string(postgresPoolSize) }
         { name: 'TENANTFLOW_TABLE_CONNECTION', value: storage.properties.primaryEndpoints.table }   // managed identity
         { name: 'TENANTFLOW_TABLE_PREFIX', value: 'tf' }

@@ -13,8 +13,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.services.operator import CredentialInput, Operator
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -161,48 +165,53 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def cmd_tenants(args: argparse.Namespace) -> int:
-    async with services(args) as svc:
+    if args.tenants_command in ("webhook-secret", "members"):
+        return await tenants_local(args)
+    async with operator_for(args) as operator:
         if args.tenants_command == "add":
-            created = await svc.tenants.add(args.tenant, args.name)
-            print(f"tenant {created.tenant.id} added ({created.tenant.name})")
+            added = await operator.add_tenant(args.tenant, args.name)
+            print(f"tenant {added.tenant['id']} added ({added.tenant['name']})")
             print("API key (shown once; store it now):")
-            print(created.api_key.reveal())
+            print(added.key.key.reveal())
         elif args.tenants_command == "list":
-            tenants = await svc.tenants.list()
+            tenants = await operator.list_tenants()
             if args.json:
-                print_json([{"id": t.id, "name": t.name, "status": t.status, "created_at": t.created_at}
-                            for t in tenants])
+                print_json(tenants)
             for tenant in [] if args.json else tenants:
-                print(f"{tenant.id:<24} {tenant.status:<10} {tenant.name}")
+                print(f"{tenant['id']:<24} {tenant['status']:<10} {tenant['name']}")
         elif args.tenants_command == "suspend":
-            await svc.tenants.suspend(args.tenant)
+            await operator.suspend_tenant(args.tenant)
             print(f"tenant {args.tenant} suspended")
         elif args.tenants_command == "activate":
-            await svc.tenants.activate(args.tenant)
+            await operator.activate_tenant(args.tenant)
             print(f"tenant {args.tenant} active")
-        elif args.tenants_command == "webhook-secret":
+        elif args.keys_command == "create":
+            issued = await operator.create_key(args.tenant)
+            print(f"key {issued.key_id} created for tenant {args.tenant} (shown once):")
+            print(issued.key.reveal())
+        elif args.keys_command == "revoke":
+            await operator.revoke_key(args.tenant, args.key_id)
+            print(f"key {args.key_id} revoked")
+        else:
+            keys = await operator.list_keys(args.tenant)
+            if args.json:
+                print_json(keys)
+            for key in [] if args.json else keys:
+                revoked = key["revoked_at"] and datetime.fromisoformat(key["revoked_at"])
+                state = f"revoked {revoked:%Y-%m-%d}" if revoked else "active"
+                print(f"{key['key_id']}  {state}  created {datetime.fromisoformat(key['created_at']):%Y-%m-%d %H:%M}")
+    return EXIT_OK
+
+
+async def tenants_local(args: argparse.Namespace) -> int:
+    """`tenants webhook-secret` and `tenants members`: on the local store only (the operator API has no route)."""
+    async with services(args) as svc:
+        if args.tenants_command == "webhook-secret":
             secret = await (svc.tenants.rotate_webhook_secret(args.tenant) if args.rotate
                             else svc.tenants.webhook_secret(args.tenant))
             print(secret.reveal())
-        elif args.tenants_command == "members":
+        else:
             await tenant_members(svc, args)
-        elif args.tenants_command == "keys":
-            if args.keys_command == "create":
-                key_id, key = await svc.tenants.create_key(args.tenant)
-                print(f"key {key_id} created for tenant {args.tenant} (shown once):")
-                print(key.reveal())
-            elif args.keys_command == "revoke":
-                if not await svc.tenants.revoke_key(args.tenant, args.key_id):
-                    raise CliError(f"tenant {args.tenant} has no key {args.key_id}")
-                print(f"key {args.key_id} revoked")
-            else:
-                keys = await svc.stores.tenants.list_api_keys(args.tenant)
-                if args.json:
-                    print_json([{"key_id": k.key_id, "status": "revoked" if k.revoked_at else "active",
-                                 "created_at": k.created_at, "revoked_at": k.revoked_at} for k in keys])
-                for key in [] if args.json else keys:
-                    state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
-                    print(f"{key.key_id}  {state}  created {key.created_at:%Y-%m-%d %H:%M}")
     return EXIT_OK
 
 
@@ -226,75 +235,92 @@ async def tenant_members(svc: Any, args: argparse.Namespace) -> None:
 
 
 async def cmd_credentials(args: argparse.Namespace) -> int:
-    from shared.secret import Secret
-
-    async with services(args) as svc:
+    if args.credentials_command in ("test", "rotate-key"):
+        return await credentials_local(args)
+    async with operator_for(args) as operator:
         if args.credentials_command == "set":
-            api_key = None
-            if args.api_key_stdin:
-                text = sys.stdin.readline().strip()
-                if not text:
-                    raise CliError(f"tenant {args.tenant}: credential {args.name}: no API key on standard input")
-                api_key = Secret(text)
-            secrets = {}
-            for name, value in parse_pairs(args.secret_env, "--secret-env").items():
-                if value not in os.environ:
-                    raise CliError(f"--secret-env {name}: environment variable {value} is not set")
-                secrets[name] = Secret(os.environ[value])
-            view = await svc.credentials.set(
-                args.tenant, args.name, args.kind, endpoint=args.endpoint, api_version=args.api_version,
-                api_key=api_key, entra=args.entra, configs=parse_pairs(args.config, "--config"), secrets=secrets,
-            )
-            print(f"credential {view.name} saved for tenant {args.tenant} (version {view.version})")
+            view = await operator.set_credential(args.tenant, args.name, credential_input(args))
+            print(f"credential {view['name']} saved for tenant {args.tenant} (version {view['version']})")
         elif args.credentials_command == "import":
-            await import_credential(svc, args)
+            await import_credential(operator, args)
         elif args.credentials_command == "list":
-            rows = [view.to_dict() for view in await svc.credentials.list(args.tenant)]
+            rows = await operator.list_credentials(args.tenant)
             if args.json:
                 print_json(rows)
             for row in [] if args.json else rows:
                 print(f"{row['name']:<20} {row['kind']:<13} {row.get('endpoint') or '-':<45} auth={row['auth']} "
                       f"api_key={row.get('api_key') or '-'} v{row['version']}")
-        elif args.credentials_command == "delete":
-            if not await svc.credentials.delete(args.tenant, args.name):
-                raise CliError(f"tenant {args.tenant}: no credential {args.name}")
+        else:
+            await operator.delete_credential(args.tenant, args.name)
             print(f"credential {args.name} deleted for tenant {args.tenant}")
-        elif args.credentials_command == "test":
-            return await test_credential(svc, args)
-        elif args.credentials_command == "rotate-key":
-            with Progress("re-encrypting credentials") as progress:
-                report = await svc.credentials.rotate_key(progress=progress.update)
-            with Progress("checking webhook secrets") as progress:
-                webhooks = await svc.tenants.rotate_key(progress=progress.update)
-            print(f"re-encrypted {report.rotated} credentials and {webhooks.rotated} webhook secrets under the "
-                  f"current key; {report.remaining + webhooks.remaining} remaining")
-            for name in report.unreadable:
-                print(f"unreadable with every configured key: {name}", file=sys.stderr)
-            if report.remaining + webhooks.remaining:
-                return EXIT_RUN_FAILED
     return EXIT_OK
 
 
-async def import_credential(svc: Any, args: argparse.Namespace) -> None:
+def credential_input(args: argparse.Namespace) -> CredentialInput:
+    """`credentials set`'s flags as the operator's CredentialInput (secrets from stdin and the environment only)."""
+    from shared.secret import Secret
+    from shared.services.operator import CredentialInput
+
+    api_key = None
+    if args.api_key_stdin:
+        text = sys.stdin.readline().strip()
+        if not text:
+            raise CliError(f"tenant {args.tenant}: credential {args.name}: no API key on standard input")
+        api_key = Secret(text)
+    secrets = {}
+    for name, value in parse_pairs(args.secret_env, "--secret-env").items():
+        if value not in os.environ:
+            raise CliError(f"--secret-env {name}: environment variable {value} is not set")
+        secrets[name] = Secret(os.environ[value])
+    return CredentialInput(kind=args.kind, endpoint=args.endpoint, api_version=args.api_version,
+                           auth="entra" if args.entra else "key", api_key=api_key,
+                           config=parse_pairs(args.config, "--config"), secrets=secrets)
+
+
+async def credentials_local(args: argparse.Namespace) -> int:
+    """`credentials test` and `credentials rotate-key`: they need this machine's keys and network, not the API's."""
+    async with services(args) as svc:
+        if args.credentials_command == "test":
+            return await test_credential(svc, args)
+        with Progress("re-encrypting credentials") as progress:
+            report = await svc.credentials.rotate_key(progress=progress.update)
+        with Progress("checking webhook secrets") as progress:
+            webhooks = await svc.tenants.rotate_key(progress=progress.update)
+        print(f"re-encrypted {report.rotated} credentials and {webhooks.rotated} webhook secrets under the "
+              f"current key; {report.remaining + webhooks.remaining} remaining")
+        for name in report.unreadable:
+            print(f"unreadable with every configured key: {name}", file=sys.stderr)
+        if report.remaining + webhooks.remaining:
+            return EXIT_RUN_FAILED
+    return EXIT_OK
+
+
+async def import_credential(operator: Operator, args: argparse.Namespace) -> None:
     """`credentials import T -f CONN.yaml [--replace]`: a prompt flow connection file as a tenant credential."""
     from shared.promptflow.connections import ConnectionImportError, read_connection
+    from shared.services.operator import CredentialInput, OperationRefused
 
     try:
         credential = read_connection(Path(args.file), os.environ, sys.stdin.readline)
     except ConnectionImportError as exc:
         raise CliError(str(exc)) from None
-    existing = await svc.credentials.get(args.tenant, credential.name)
-    if existing is not None and not args.replace:
+    try:
+        await operator.get_credential(args.tenant, credential.name)
+        exists = True
+    except OperationRefused as exc:
+        if exc.field != "name":  # the tenant itself is unknown
+            raise
+        exists = False
+    if exists and not args.replace:
         raise CliError(f"tenant {args.tenant} already has a credential {credential.name}; pass --replace to "
                        "replace it")
-    view = await svc.credentials.set(
-        args.tenant, credential.name, credential.kind, endpoint=credential.endpoint,
-        api_version=credential.api_version, api_key=credential.api_key, entra=credential.entra,
-        configs=credential.configs, secrets=credential.secrets,
-    )
-    verb = "replaced" if existing is not None else "imported"
-    print(f"credential {view.name} ({view.kind}) {verb} for tenant {args.tenant} from {args.file} "
-          f"(version {view.version})")
+    view = await operator.set_credential(args.tenant, credential.name, CredentialInput(
+        kind=credential.kind, endpoint=credential.endpoint, api_version=credential.api_version,
+        auth="entra" if credential.entra else "key", api_key=credential.api_key, config=dict(credential.configs),
+        secrets=dict(credential.secrets)))
+    verb = "replaced" if exists else "imported"
+    print(f"credential {view['name']} ({view['kind']}) {verb} for tenant {args.tenant} from {args.file} "
+          f"(version {view['version']})")
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -352,11 +378,10 @@ async def test_credential(svc: Any, args: argparse.Namespace) -> int:
 
 
 async def cmd_usage(args: argparse.Namespace) -> int:
-    from shared.services.usage import UsageQuery, to_csv
+    from shared.services.usage import to_csv
 
-    query = UsageQuery.parse(args.tenant, args.from_day, args.to_day, args.group_by)
-    async with services(args) as svc:
-        summary = await svc.usage.summary(query)
+    async with operator_for(args) as operator:
+        summary = await operator.usage(args.tenant, args.from_day, args.to_day, args.group_by)
     if args.format == "json" or args.json:
         print_json(summary)
     elif args.format == "csv":
@@ -371,13 +396,11 @@ async def cmd_usage(args: argparse.Namespace) -> int:
 
 
 async def cmd_budgets(args: argparse.Namespace) -> int:
-    async with services(args) as svc:
+    async with operator_for(args) as operator:
         if args.budgets_command == "set":
-            await svc.runs.active_tenant(args.tenant)
-            if args.monthly_tokens is None and args.monthly_cost is None:
-                raise CliError("budgets set: give --monthly-tokens and/or --monthly-cost")
-            await svc.usage.set_budget(args.tenant, args.monthly_tokens, args.monthly_cost)
-        status = await svc.usage.budget_status(args.tenant)
+            status = await operator.set_budget(args.tenant, args.monthly_tokens, args.monthly_cost)
+        else:
+            status = await operator.budget(args.tenant)
     if getattr(args, "json", False):
         print_json(status)
         return EXIT_OK
@@ -390,23 +413,21 @@ async def cmd_budgets(args: argparse.Namespace) -> int:
 
 
 async def cmd_schedules(args: argparse.Namespace) -> int:
-    async with services(args) as svc:
+    async with operator_for(args) as operator:
         if args.schedules_command == "add":
-            schedule = await svc.schedules.add(args.tenant, args.flow, args.cron, parse_pairs(args.input))
-            print(f"schedule {schedule.id} added: tenant {schedule.tenant_id} flow {schedule.flow_id} "
-                  f"cron {schedule.cron!r}")
+            schedule = await operator.add_schedule(args.tenant, args.flow, args.cron, parse_pairs(args.input))
+            print(f"schedule {schedule['id']} added: tenant {schedule['tenant']} flow {schedule['flow']} "
+                  f"cron {schedule['cron']!r}")
         elif args.schedules_command == "list":
-            schedules = await svc.schedules.list(args.tenant)
+            schedules = await operator.list_schedules(args.tenant)
             if args.json:
-                print_json([{"id": s.id, "tenant": s.tenant_id, "flow": s.flow_id, "cron": s.cron, "inputs": s.inputs,
-                             "enabled": s.enabled, "created_at": s.created_at} for s in schedules])
-            for schedule in [] if args.json else schedules:
-                state = "enabled" if schedule.enabled else "disabled"
-                print(f"{schedule.id}  {schedule.tenant_id:<16} {schedule.flow_id:<20} {schedule.cron:<16} {state}  "
-                      f"{json.dumps(schedule.inputs)}")
-        elif not await svc.schedules.remove(args.schedule_id):
-            raise CliError(f"no schedule {args.schedule_id}")
+                print_json(schedules)
+            for item in [] if args.json else schedules:
+                state = "enabled" if item["enabled"] else "disabled"
+                print(f"{item['id']}  {item['tenant']:<16} {item['flow']:<20} {item['cron']:<16} {state}  "
+                      f"{json.dumps(item['inputs'])}")
         else:
+            await operator.remove_schedule(args.schedule_id)
             print(f"schedule {args.schedule_id} removed")
     return EXIT_OK
 
@@ -495,6 +516,25 @@ async def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_smoke(args: argparse.Namespace) -> int:
+    """`smoke --url URL --operator-key K [--endpoint E --api-key-stdin]`: a deployment checked end to end."""
+    from shared.smoke import run_smoke
+
+    target = remote_target(args)
+    if target is None:
+        raise CliError("smoke needs the app's URL: --url URL (or TENANTFLOW_URL), e.g. http://127.0.0.1:7071")
+    api_key = None
+    if args.api_key_stdin:
+        api_key = sys.stdin.readline().strip()
+        if not api_key:
+            raise CliError("smoke: --api-key-stdin: no API key on standard input")
+    if bool(args.endpoint) != bool(api_key):
+        raise CliError("smoke: give --endpoint and --api-key-stdin together (neither: the emulator at "
+                       "http://127.0.0.1:8765)")
+    passed = await run_smoke(*target, endpoint=args.endpoint, api_key=api_key, model=args.model)
+    return EXIT_OK if passed else EXIT_RUN_FAILED
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
     "models": cmd_models,
     "validate": cmd_validate,
@@ -509,6 +549,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
     "emulator": cmd_emulator,
     "db": cmd_db,
     "import": cmd_import,
+    "smoke": cmd_smoke,
 }
 
 
@@ -544,10 +585,85 @@ class services:
         await self.svc.close()
 
 
+# Commands that `--url URL --operator-key K` runs against a deployed app, through its operator HTTP API. Every other
+# command works on this machine only: given --url, it stops with an error saying so.
+REMOTE_COMMANDS = frozenset({
+    "tenants add", "tenants list", "tenants suspend", "tenants activate", "tenants keys create", "tenants keys list",
+    "tenants keys revoke", "credentials set", "credentials list", "credentials delete", "credentials import",
+    "budgets set", "budgets show", "schedules add", "schedules list", "schedules remove", "usage", "smoke",
+})
+
+
+def command_path(args: argparse.Namespace) -> str:
+    """`tenants keys create`, `usage`, … — the subcommand names the user typed."""
+    parts = [args.command]
+    for dest in (f"{args.command.replace('-', '_')}_command", "keys_command", "members_command"):
+        value = getattr(args, dest, None)
+        if isinstance(value, str):
+            parts.append(value)
+    return " ".join(parts)
+
+
+def check_remote_use(args: argparse.Namespace) -> None:
+    path = command_path(args)
+    if getattr(args, "url", None) and path not in REMOTE_COMMANDS:
+        raise CliError(f"`tenantflow {path}` works on this machine's store only; --url runs only: "
+                       + ", ".join(sorted(REMOTE_COMMANDS)))
+
+
+def remote_target(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(URL, operator key) from --url / --operator-key, else TENANTFLOW_URL / TENANTFLOW_OPERATOR_KEY; None: local."""
+    from shared.operator_client import api_base
+
+    url = getattr(args, "url", None) or os.environ.get("TENANTFLOW_URL")
+    if not url:
+        return None
+    key = getattr(args, "operator_key", None) or os.environ.get("TENANTFLOW_OPERATOR_KEY")
+    if not key:
+        raise CliError("--url needs the app's operator key: --operator-key K, or TENANTFLOW_OPERATOR_KEY "
+                       "(`azd env get-value TENANTFLOW_OPERATOR_KEY`)")
+    try:
+        api_base(url)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return url, key
+
+
+class operator_for:
+    """`async with operator_for(args) as operator:` — the deployed app's operator API with --url (or TENANTFLOW_URL),
+    else this machine's services. The command is the same code either way."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.svc: Any = None
+
+    async def __aenter__(self) -> Operator:
+        target = remote_target(self.args)
+        if target is not None:
+            from shared.operator_client import RemoteOperator
+
+            self.operator: Operator = RemoteOperator(*target)
+            return self.operator
+        from shared.bootstrap import build_services
+        from shared.services.operator import LocalOperator
+
+        self.svc = await build_services()
+        self.operator = LocalOperator(self.svc)
+        return self.operator
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.operator.close()
+        if self.svc is not None:
+            await self.svc.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tenantflow", description="Multi-tenant, metered LLM flows.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level to stderr")
     parser.add_argument("--version", action="version", version=f"tenantflow {package_version()}")
+    parser.add_argument("--url", help="run tenants, keys, credentials set|list|delete|import, budgets, schedules, "
+                        "usage or smoke against a deployed app: its base URL without /api (default: TENANTFLOW_URL)")
+    parser.add_argument("--operator-key", help="the app's operator key for --url (better: TENANTFLOW_OPERATOR_KEY)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="validate flow files (default: the flows directory)")
@@ -670,6 +786,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--operator", action="store_true", help="an all-tenants (operator) link")
     p.add_argument("--json", action="store_true", help="print {url, tenant, operator, expires_at}")
 
+    p = sub.add_parser("smoke", help="check a deployment end to end with a throwaway tenant")
+    p.add_argument("--url", default=argparse.SUPPRESS, help="the app's base URL without /api")
+    p.add_argument("--operator-key", default=argparse.SUPPRESS, help="the app's operator key "
+                   "(better: TENANTFLOW_OPERATOR_KEY)")
+    p.add_argument("--endpoint", help="the model endpoint the throwaway tenant's credential names (default: the "
+                   "emulator at http://127.0.0.1:8765)")
+    p.add_argument("--api-key-stdin", action="store_true", help="read that endpoint's API key from standard input")
+    p.add_argument("--model", default="gpt-4o-mini", help="the deployment support-reply calls (default gpt-4o-mini)")
+
     p = sub.add_parser("serve", help="serve the HTTP functions locally (for curl and the dashboard)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7071)
@@ -770,6 +895,9 @@ EXAMPLES: dict[str, tuple[str, str]] = {
                    "--price-as gpt-4o-mini"),
     "models list": ("list a tenant's model aliases", "tenantflow models list contoso --json"),
     "models remove": ("remove a model alias", "tenantflow models remove contoso chat"),
+    "smoke": ("check a deployment end to end: throwaway tenant, credential, a support-reply run, usage, budget",
+              "tenantflow smoke --url https://func-x.azurewebsites.net --endpoint https://x.openai.azure.com "
+              "--api-key-stdin"),
     "db": ("database schema (PostgreSQL)", "tenantflow db migrate"),
     "db migrate": ("apply pending PostgreSQL migrations as the owner role and grant the app role (a deploy step)",
                    "tenantflow db migrate   # with TENANTFLOW_POSTGRES_MIGRATION_DSN (the owner) set"),
@@ -820,6 +948,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         configure_telemetry()  # only when an exporter is set in the environment (e.g. OTEL_TRACES_EXPORTER=console)
+        check_remote_use(args)
         result = handler(args)
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
@@ -839,12 +968,17 @@ def main(argv: list[str] | None = None) -> int:
 def describe_error(exc: Exception) -> tuple[str, int]:
     from shared.engine.errors import FlowError, InputError
     from shared.services.catalog import FlowNotFound
+    from shared.services.operator import OperationRefused
     from shared.services.runs import RunRefused
     from shared.settings import SettingsError
     from shared.storage.ports import StoreUnavailable
 
     if isinstance(exc, CliError):
         return str(exc), exc.code
+    if isinstance(exc, OperationRefused):  # the same line whether the local store or the app's API refused
+        return str(exc), EXIT_INVALID
+    if type(exc).__name__ == "RemoteError":  # shared.operator_client (not imported here: it loads httpx)
+        return str(exc), EXIT_RUN_FAILED
     if isinstance(exc, StoreUnavailable):  # the cause in one line: read-only, disk full, corrupt, refused host:port
         return f"store unavailable: {exc}", EXIT_RUN_FAILED
     if isinstance(exc, InputError):

@@ -45,6 +45,11 @@ SETTING_NAMES = (
     "TENANTFLOW_TRUST_EASY_AUTH",
     "TENANTFLOW_CAPTURE_PROMPTS",
 )
+# Read outside the running app, never app settings (infra/main.bicep must not set them; a test checks it):
+# deploy-time, by `tenantflow db migrate` (the postprovision hook passes the owner's DSN to it) …
+DEPLOY_SETTING_NAMES = ("TENANTFLOW_POSTGRES_MIGRATION_DSN",)
+# … and by the CLI's remote mode (`tenantflow --url`), with TENANTFLOW_OPERATOR_KEY; `azd up` outputs both.
+CLIENT_SETTING_NAMES = ("TENANTFLOW_URL",)
 
 
 class SettingsError(ValueError):

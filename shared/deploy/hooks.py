@@ -188,17 +188,24 @@ def create_app_login(values: Mapping[str, str], token: str) -> str:
     return f"PostgreSQL login {role}: created for the app's managed identity"
 
 
+def migration_env(values: Mapping[str, str], base: Mapping[str, str]) -> dict[str, str]:
+    """The environment of `tenantflow db migrate`: the owner's DSN (with its password) exists here only — never in
+    the app's settings. TENANTFLOW_POSTGRES_DSN names the app login to grant (no password: it signs in with Entra)."""
+    host, database = values["POSTGRES_HOST"], values.get("POSTGRES_DATABASE", "tenantflow")
+    env = {name: value for name, value in base.items() if name != "TENANTFLOW_URL"}  # azd passes its outputs
+    return {**env,
+            "TENANTFLOW_STORE": "postgres",
+            "TENANTFLOW_POSTGRES_ENTRA": "true",
+            "TENANTFLOW_POSTGRES_DSN": dsn(host, database, values["POSTGRES_APP_ROLE"]),
+            "TENANTFLOW_POSTGRES_MIGRATION_DSN": dsn(host, database, values.get("POSTGRES_OWNER", "tenantflow_owner"),
+                                                     values["POSTGRES_OWNER_PASSWORD"]),
+            "TENANTFLOW_ENCRYPTION_KEY": values["TENANTFLOW_ENCRYPTION_KEY"]}
+
+
 def migrate(values: Mapping[str, str]) -> None:
     """`tenantflow db migrate` as the owner; it grants the app login (from TENANTFLOW_POSTGRES_DSN) its rights."""
-    host, database = values["POSTGRES_HOST"], values.get("POSTGRES_DATABASE", "tenantflow")
-    env = {**os.environ,
-           "TENANTFLOW_STORE": "postgres",
-           "TENANTFLOW_POSTGRES_ENTRA": "true",
-           "TENANTFLOW_POSTGRES_DSN": dsn(host, database, values["POSTGRES_APP_ROLE"]),
-           "TENANTFLOW_POSTGRES_MIGRATION_DSN": dsn(host, database, values.get("POSTGRES_OWNER", "tenantflow_owner"),
-                                                    values["POSTGRES_OWNER_PASSWORD"]),
-           "TENANTFLOW_ENCRYPTION_KEY": values["TENANTFLOW_ENCRYPTION_KEY"]}
-    result = subprocess.run([sys.executable, "-m", "shared.cli", "db", "migrate"], env=env)
+    result = subprocess.run([sys.executable, "-m", "shared.cli", "db", "migrate"],
+                            env=migration_env(values, os.environ))
     if result.returncode != 0:
         raise HookError(f"tenantflow db migrate failed (exit {result.returncode})")
 
@@ -215,8 +222,9 @@ def postprovision(env: AzdEnvironment, token: Callable[[str], str] = azd_token) 
                         "AZURE_PRINCIPAL_NAME <your user principal name>`, then `azd provision`")
     print(create_app_login(values, token(POSTGRES_SCOPE)))
     migrate(values)
-    print(f"Tenantflow is at {values.get('TENANTFLOW_URL', '?')}; operator key: `azd env get-value "
-          "TENANTFLOW_OPERATOR_KEY`")
+    print(f"Tenantflow is at {values.get('TENANTFLOW_URL', '?')}. Check it end to end once deployed: "
+          "`tenantflow smoke --url $TENANTFLOW_URL --endpoint <model endpoint> --api-key-stdin` with "
+          "TENANTFLOW_OPERATOR_KEY from `azd env get-value TENANTFLOW_OPERATOR_KEY`")
 
 
 def main(argv: list[str] | None = None) -> int:

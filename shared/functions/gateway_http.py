@@ -15,6 +15,7 @@ import azure.functions as func
 from shared.functions import gateway_handlers as handlers
 from shared.functions.api_messages import ApiResponse
 from shared.functions.http import respond, to_api
+from shared.functions.routes import ADMIN
 
 bp = func.Blueprint()
 
@@ -46,14 +47,14 @@ list_models = bp.route(route="v1/models", methods=["GET"], auth_level=func.AuthL
     streamable(handlers.list_models))
 
 
-@bp.route(route="admin/tenants/{tenant}/models/{alias}", methods=["PUT", "GET", "DELETE"],
+@bp.route(route=ADMIN + "/tenants/{tenant}/models/{alias}", methods=["PUT", "GET", "DELETE"],
           auth_level=func.AuthLevel.ANONYMOUS)
 async def admin_model_alias(req: func.HttpRequest) -> func.HttpResponse:
     handler = {"PUT": handlers.put_alias, "DELETE": handlers.delete_alias}.get(req.method, handlers.get_alias)
     return await respond(req, handler)
 
 
-@bp.route(route="admin/tenants/{tenant}/models", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@bp.route(route=ADMIN + "/tenants/{tenant}/models", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def admin_model_aliases(req: func.HttpRequest) -> func.HttpResponse:
     return await respond(req, handlers.list_aliases)
 

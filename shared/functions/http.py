@@ -15,6 +15,7 @@ from shared.functions import dashboard_handlers
 from shared.functions import http_handlers as handlers
 from shared.functions.api_messages import ApiRequest, ApiResponse
 from shared.functions.problems import ProblemDetails, problem_for
+from shared.functions.routes import ADMIN
 from shared.functions.runtime import services
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ async def usage(req: func.HttpRequest) -> func.HttpResponse:
     return await respond(req, handlers.usage_report)
 
 
-@bp.route(route="admin/usage", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@bp.route(route=ADMIN + "/usage", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def admin_usage(req: func.HttpRequest) -> func.HttpResponse:
     return await respond(req, handlers.admin_usage)
 

@@ -41,16 +41,23 @@ def active(tenant: Tenant) -> Tenant:
 
 
 def is_operator(svc: Services, request: ApiRequest) -> bool:
+    """The operator key in `x-operator-key`, or (only with TENANTFLOW_TRUST_EASY_AUTH=true, i.e. behind App Service
+    Authentication) a principal holding the app role Tenantflow.Operator."""
+    from shared.services.dashboard_access import easy_auth_principal
+
     given = request.header("x-operator-key")
     operator_key = svc.settings.operator_key
-    if not given or operator_key is None or not operator_key.reveal():
-        return False
-    return hmac.compare_digest(given.encode(), operator_key.reveal().encode())
+    if given and operator_key is not None and operator_key.reveal():
+        return hmac.compare_digest(given.encode(), operator_key.reveal().encode())
+    principal = easy_auth_principal(request.headers, svc.settings.trust_easy_auth)
+    return principal is not None and principal.operator
 
 
 def require_operator(svc: Services, request: ApiRequest) -> None:
     if not is_operator(svc, request):
-        raise ProblemDetails(401, "Unauthenticated", "missing or invalid operator key (x-operator-key)")
+        raise ProblemDetails(401, "Unauthenticated", "missing or invalid operator key (x-operator-key), and no "
+                             "Easy Auth principal with the app role Tenantflow.Operator",
+                             headers={"www-authenticate": 'ApiKey header="x-operator-key"'})
 
 
 def signature_parts(header: str) -> tuple[str, str]:

@@ -16,6 +16,8 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
 
+from shared.functions.routes import plain_path
+
 
 @lru_cache(maxsize=1)
 def registered_functions() -> tuple[Any, ...]:
@@ -55,7 +57,9 @@ ROUTE_PARAMETER = re.compile(r"\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::[^}?]*)?(\??)\
 
 def route_pattern(route: str) -> re.Pattern[str]:
     """A Functions route template (`flows/{flow}/runs`, `{id:int}`, `{name?}`, `{*rest}`) as a regex over the path
-    after `/api/`; a parameter matches one segment, or (`*`) the rest of the path."""
+    after `/api/`; a parameter matches one segment, or (`*`) the rest of the path; one constrained to a single word
+    (`{area:regex(^admin$)}`, shared.functions.routes) matches that word only."""
+    route = plain_path(route)
     pattern, position = "", 0
     for found in ROUTE_PARAMETER.finditer(route):
         pattern += re.escape(route[position:found.start()])

@@ -49,7 +49,13 @@ ROTATION_CONFLICT_LIMIT = 3
 
 
 class CredentialError(Exception):
-    """A credential cannot be written; one line naming tenant and credential, never a secret."""
+    """A credential cannot be written; one line naming tenant and credential, never a secret. `field`: the field of
+    the `credentials set` shape it concerns (name, kind, endpoint, api_version, auth, api_key, config.<k>,
+    secrets.<k>, tenant)."""
+
+    def __init__(self, message: str, field: str = "credential") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def shown(text: Any) -> str:
@@ -121,45 +127,47 @@ class CredentialService(CredentialSource):
                   configs: dict[str, str] | None = None, secrets: dict[str, Secret] | None = None) -> CredentialView:
         where = f"tenant {shown(tenant_id)}: credential {shown(name)}"
 
-        def fail(message: str) -> CredentialError:
-            return CredentialError(f"{where}: {message}")
+        def fail(message: str, field: str) -> CredentialError:
+            return CredentialError(f"{where}: {message}", field)
 
         if not isinstance(name, str) or not CREDENTIAL_NAME.match(name):
-            raise fail("the name must be 1-63 lowercase letters, digits, _ or -, starting with a letter or digit")
+            raise fail("the name must be 1-63 lowercase letters, digits, _ or -, starting with a letter or digit",
+                       "name")
         if kind not in KINDS:
-            raise fail(f"unknown kind {shown(kind)}; expected one of {', '.join(KINDS)}")
+            raise fail(f"unknown kind {shown(kind)}; expected one of {', '.join(KINDS)}", "kind")
         if not isinstance(tenant_id, str) or await self.tenants.get(tenant_id) is None:
-            raise fail("unknown tenant")
+            raise fail("unknown tenant", "tenant")
         if api_key is not None and not isinstance(api_key, Secret):
-            raise fail("the API key must be passed as a Secret")
+            raise fail("the API key must be passed as a Secret", "api_key")
         if entra and kind != "azure_openai":
-            raise fail("Entra ID (keyless) auth is only for kind azure_openai")
+            raise fail("Entra ID (keyless) auth is only for kind azure_openai", "auth")
         if kind == "azure_openai":
             if not endpoint:
-                raise fail("an endpoint (--endpoint) is required for kind azure_openai")
+                raise fail("an endpoint (--endpoint) is required for kind azure_openai", "endpoint")
             if entra and api_key is not None:
-                raise fail("give an API key or --entra, not both")
+                raise fail("give an API key or --entra, not both", "api_key")
             if not entra and api_key is None:
-                raise fail("an API key (--api-key-stdin) or --entra is required for kind azure_openai")
+                raise fail("an API key (--api-key-stdin) or --entra is required for kind azure_openai", "api_key")
         elif kind == "openai":
             if api_key is None:
-                raise fail("an API key (--api-key-stdin) is required for kind openai")
+                raise fail("an API key (--api-key-stdin) is required for kind openai", "api_key")
             endpoint = endpoint or OPENAI_BASE_URL
         if api_version is not None and not API_VERSION.match(api_version):
-            raise fail(f"api_version {shown(api_version)} is not a version string such as {DEFAULT_API_VERSION}")
+            raise fail(f"api_version {shown(api_version)} is not a version string such as {DEFAULT_API_VERSION}",
+                       "api_version")
 
         plain_configs = self.checked_configs(configs or {}, fail)
         values = self.checked_secrets(secrets or {}, fail)
         overlap = sorted(set(values) & set(plain_configs))
         if overlap:
-            raise fail(f"{overlap[0]!r} is both a config and a secret")
+            raise fail(f"{overlap[0]!r} is both a config and a secret", f"config.{overlap[0]}")
         if api_key is not None:
-            values["api_key"] = self.checked_secret_value("api_key", api_key, fail)
+            values["api_key"] = self.checked_secret_value("api_key", api_key, fail, "api_key")
         if endpoint:
             try:
                 endpoint = self.policy.check(endpoint)
             except StepFailure as exc:
-                raise fail(str(exc)) from None
+                raise fail(str(exc), "endpoint") from None
 
         blob = self.box.encrypt(json.dumps(values, sort_keys=True).encode(), credential_aad(tenant_id, name)) \
             if values else None
@@ -173,49 +181,53 @@ class CredentialService(CredentialSource):
         return view_of(stored, tuple(sorted(values)))
 
     @staticmethod
-    def checked_configs(configs: dict[str, str], fail: Callable[[str], CredentialError]) -> dict[str, str]:
+    def checked_configs(configs: dict[str, str], fail: Callable[[str, str], CredentialError]) -> dict[str, str]:
         checked: dict[str, str] = {}
         for key, value in configs.items():
+            field = f"config.{shown(key)}"
             if not isinstance(key, str) or not FIELD_NAME.match(key):
-                raise fail(f"config {shown(key)}: names are lowercase letters, digits and _")
+                raise fail(f"config {shown(key)}: names are lowercase letters, digits and _", field)
             if key in RESERVED_FIELDS:
-                raise fail(f"config {key}: {key!r} is a reserved field name")
+                raise fail(f"config {key}: {key!r} is a reserved field name", field)
             if isinstance(value, Secret):
-                raise fail(f"config {key}: a secret value belongs in secrets, not configs")
+                raise fail(f"config {key}: a secret value belongs in secrets, not configs", field)
             if not isinstance(value, str) or len(value) > MAX_CONFIG_VALUE:
-                raise fail(f"config {key}: the value must be text of at most {MAX_CONFIG_VALUE} characters")
+                raise fail(f"config {key}: the value must be text of at most {MAX_CONFIG_VALUE} characters", field)
             if looks_like_keyvault_reference(value):
-                raise fail(f"config {key}: a Key Vault reference belongs in secrets (configs are not resolved)")
+                raise fail(f"config {key}: a Key Vault reference belongs in secrets (configs are not resolved)", field)
             checked[key] = value
         return checked
 
-    def checked_secrets(self, secrets: dict[str, Secret], fail: Callable[[str], CredentialError]) -> dict[str, str]:
+    def checked_secrets(self, secrets: dict[str, Secret],
+                        fail: Callable[[str, str], CredentialError]) -> dict[str, str]:
         values: dict[str, str] = {}
         for key, value in secrets.items():
+            field = f"secrets.{shown(key)}"
             if not isinstance(key, str) or not FIELD_NAME.match(key):
-                raise fail(f"secret {shown(key)}: names are lowercase letters, digits and _")
+                raise fail(f"secret {shown(key)}: names are lowercase letters, digits and _", field)
             if key in RESERVED_FIELDS:
-                raise fail(f"secret {key}: {key!r} is a reserved field name (pass an API key as api_key)")
+                raise fail(f"secret {key}: {key!r} is a reserved field name (pass an API key as api_key)", field)
             if not isinstance(value, Secret):
-                raise fail(f"secret {key}: the value must be passed as a Secret")
-            values[key] = self.checked_secret_value(key, value, fail)
+                raise fail(f"secret {key}: the value must be passed as a Secret", field)
+            values[key] = self.checked_secret_value(key, value, fail, field)
         return values
 
-    def checked_secret_value(self, key: str, value: Secret, fail: Callable[[str], CredentialError]) -> str:
+    def checked_secret_value(self, key: str, value: Secret, fail: Callable[[str, str], CredentialError],
+                             field: str) -> str:
         text = value.reveal().strip()
         if not text:
-            raise fail(f"{key}: the value is empty")
+            raise fail(f"{key}: the value is empty", field)
         if len(text) > MAX_SECRET_VALUE:
-            raise fail(f"{key}: the value is longer than {MAX_SECRET_VALUE} characters")
+            raise fail(f"{key}: the value is longer than {MAX_SECRET_VALUE} characters", field)
         if not text.isprintable():  # a newline in a key would end up in an HTTP header
-            raise fail(f"{key}: the value contains control characters")
+            raise fail(f"{key}: the value contains control characters", field)
         if looks_like_keyvault_reference(text):
             try:
                 parse_keyvault_reference(text)
             except KeyVaultReferenceError as exc:
-                raise fail(f"{key}: {exc}") from None
+                raise fail(f"{key}: {exc}", field) from None
             if self.resolver is None:
-                raise fail(f"{key}: is a Key Vault reference, but no Key Vault resolver is configured")
+                raise fail(f"{key}: is a Key Vault reference, but no Key Vault resolver is configured", field)
         return text
 
     async def get(self, tenant_id: str, name: str) -> CredentialView | None:

@@ -7,6 +7,7 @@ clear so a request finds its row in one lookup; the hash is compared in constant
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import re
@@ -35,7 +36,19 @@ API_KEY_CACHE_SIZE = 10_000
 
 
 class TenantError(Exception):
-    """A tenant operation cannot be done; one line, never a secret."""
+    """A tenant operation cannot be done; one line, never a secret. `field`: what it concerns (id, name, tenant)."""
+
+    def __init__(self, message: str, field: str = "tenant") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class TenantNotFound(TenantError):
+    """No tenant has that id."""
+
+
+class TenantExists(TenantError):
+    """A tenant with that id exists already."""
 
 
 class WebhookRefused(Exception):
@@ -47,6 +60,7 @@ class NewTenant:
     tenant: Tenant
     api_key: Secret
     webhook_secret: Secret
+    key_id: str = ""  # the id of `api_key`
 
 
 def key_hash(api_key: str) -> str:
@@ -57,7 +71,7 @@ def check_tenant_id(tenant_id: str) -> str:
     if not isinstance(tenant_id, str) or not TENANT_ID.match(tenant_id):
         shown = tenant_id if isinstance(tenant_id, str) and tenant_id.isprintable() else "…"
         raise TenantError(f"tenant id {shown[:80]!r} must be 2-63 characters: lowercase letters, digits and -, "
-                          "starting with a letter or digit")
+                          "starting with a letter or digit", "id")
     return tenant_id
 
 
@@ -78,15 +92,15 @@ class TenantService:
         check_tenant_id(tenant_id)
         name = tenant_id if name is None else name.strip()
         if not name or not name.isprintable() or len(name) > MAX_NAME_LENGTH:
-            raise TenantError(f"tenant {tenant_id}: the name must be 1-{MAX_NAME_LENGTH} printable characters")
+            raise TenantError(f"tenant {tenant_id}: the name must be 1-{MAX_NAME_LENGTH} printable characters", "name")
         webhook_secret = secrets.token_hex(32)
         tenant = Tenant(tenant_id, name, "active", self.box.encrypt(webhook_secret.encode(), webhook_aad(tenant_id)))
         try:
             await self.store.add(tenant)
         except AlreadyExists:
-            raise TenantError(f"tenant {tenant_id} already exists") from None
-        _, api_key = await self.create_key(tenant_id)
-        return NewTenant(tenant, api_key, Secret(webhook_secret))
+            raise TenantExists(f"tenant {tenant_id} already exists", "id") from None
+        key_id, api_key = await self.create_key(tenant_id)
+        return NewTenant(tenant, api_key, Secret(webhook_secret), key_id)
 
     async def get(self, tenant_id: str) -> Tenant | None:
         return await self.store.get(tenant_id)
@@ -94,7 +108,7 @@ class TenantService:
     async def require(self, tenant_id: str) -> Tenant:
         tenant = await self.store.get(tenant_id) if isinstance(tenant_id, str) else None
         if tenant is None:
-            raise TenantError(f"unknown tenant {tenant_id!r}")
+            raise TenantNotFound(f"unknown tenant {tenant_id!r}")
         return tenant
 
     async def list(self) -> list[Tenant]:
@@ -110,7 +124,7 @@ class TenantService:
         try:
             await self.store.set_status(tenant_id, status)
         except NotFound:
-            raise TenantError(f"unknown tenant {tenant_id!r}") from None
+            raise TenantNotFound(f"unknown tenant {tenant_id!r}") from None
         finally:
             self.forget(lambda key_id, tenant: tenant.id == tenant_id)
 
@@ -131,6 +145,11 @@ class TenantService:
                 continue
             return key_id, Secret(api_key)
         raise TenantError(f"tenant {tenant_id}: could not allocate a unique key id")
+
+    async def list_keys(self, tenant_id: str) -> builtins.list[ApiKey]:
+        """The tenant's API keys (ids and state; the keys themselves are never stored)."""
+        await self.require(tenant_id)
+        return await self.store.list_api_keys(tenant_id)
 
     async def revoke_key(self, tenant_id: str, key_id: str) -> bool:
         """False when the tenant has no such key (another tenant's key id is "no such key", too)."""

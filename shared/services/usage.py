@@ -96,6 +96,12 @@ class UsageService:
         }
 
     async def set_budget(self, tenant_id: str, monthly_tokens: int | None, monthly_cost: str | None) -> Budget:
+        """Replaces the tenant's limits (a limit not given is none); at least one must be given."""
+        if monthly_tokens is None and monthly_cost is None:
+            raise UsageQueryError("monthly_tokens", "give monthly_tokens (--monthly-tokens) and/or monthly_cost "
+                                  "(--monthly-cost)")
+        if isinstance(monthly_tokens, bool) or (monthly_tokens is not None and not isinstance(monthly_tokens, int)):
+            raise UsageQueryError("monthly_tokens", "must be a whole number")
         if monthly_tokens is not None and monthly_tokens < 0:
             raise UsageQueryError("monthly_tokens", "must be 0 or more")
         cost = None

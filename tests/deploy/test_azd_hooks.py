@@ -179,3 +179,21 @@ def test_postprovision_names_what_the_azd_environment_lacks_before_touching_anyt
     with pytest.raises(HookError, match="AZURE_PRINCIPAL_NAME"):
         postprovision(MemoryAzdEnvironment(provisioned), token)
     assert asked == []
+
+
+def test_only_the_migration_step_holds_the_owner_dsn():
+    from psycopg.conninfo import conninfo_to_dict
+
+    from shared.deploy.hooks import migration_env
+
+    values = {"POSTGRES_HOST": "psql-x.postgres.database.azure.com", "POSTGRES_APP_ROLE": "id-x",
+              "POSTGRES_OWNER_PASSWORD": "Tf-owner-secret-9", "TENANTFLOW_ENCRYPTION_KEY": "k"}
+    env = migration_env(values, {"PATH": "/bin", "TENANTFLOW_URL": "https://func-x.azurewebsites.net"})
+    owner, app = conninfo_to_dict(env["TENANTFLOW_POSTGRES_MIGRATION_DSN"]), conninfo_to_dict(
+        env["TENANTFLOW_POSTGRES_DSN"])
+    assert (owner["user"], owner["password"], owner["sslmode"]) == ("tenantflow_owner", "Tf-owner-secret-9", "require")
+    assert app["user"] == "id-x" and "password" not in app and env["TENANTFLOW_POSTGRES_ENTRA"] == "true"
+    assert "TENANTFLOW_URL" not in env and env["PATH"] == "/bin"  # `db migrate` runs locally, not against the URL
+    bicep = (ROOT / "infra" / "main.bicep").read_text()
+    assert "TENANTFLOW_POSTGRES_MIGRATION_DSN" not in bicep.split("appSettings:", 1)[1]
+    assert "postgresOwnerPassword" not in bicep.split("appSettings:", 1)[1]

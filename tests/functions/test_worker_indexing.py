@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.functions.routes import ADMIN, reserved_by_host
 from shared.services.queue_worker import MAX_DEQUEUE_COUNT, RUN_TIMEOUT
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -64,23 +65,34 @@ def test_the_worker_finds_every_function_with_its_bindings(indexed):
         ("hooks/{tenant}/{flow}", ("POST",)),
         ("health", ("GET",)),
         ("usage", ("GET",)),
-        ("admin/usage", ("GET",)),
+        (ADMIN + "/usage", ("GET",)),
         ("dashboard", ("GET",)),
         ("v1/chat/completions", ("POST",)),
         ("v1/models", ("GET",)),
         ("openai/deployments/{alias}/chat/completions", ("POST",)),
-        ("admin/tenants/{tenant}/models/{alias}", ("PUT", "GET", "DELETE")),
-        ("admin/tenants/{tenant}/models", ("GET",)),
+        (ADMIN + "/tenants/{tenant}/models/{alias}", ("PUT", "GET", "DELETE")),
+        (ADMIN + "/tenants/{tenant}/models", ("GET",)),
+        (ADMIN + "/tenants", ("POST",)),
+        (ADMIN + "/tenants/{tenant}/keys", ("POST",)),
+        (ADMIN + "/tenants/{tenant}/credentials/{name}", ("PUT",)),
+        (ADMIN + "/tenants/{tenant}/budget", ("GET",)),
+        (ADMIN + "/schedules/{schedule_id}", ("DELETE",)),
     }
+    assert not any(reserved_by_host(route) for route, _ in routes)  # the host would put those in error
     assert all(b["authLevel"] == "ANONYMOUS" for b in http.values())  # identity comes from API keys / signatures
     (queue,) = [b for bindings in functions.values() for b in bindings if b["type"] == "queueTrigger"]
     # the app setting the sender uses too (default flow-runs): sender and listener cannot diverge
     assert (queue["queueName"], queue["connection"]) == ("%TENANTFLOW_RUN_QUEUE%", "AzureWebJobsStorage")
     (timer,) = [b for bindings in functions.values() for b in bindings if b["type"] == "timerTrigger"]
     assert timer["schedule"] == "0 * * * * *" and timer["name"] == "timer"
+    operator_api = {"admin_add_tenant", "admin_list_tenants", "admin_suspend_tenant", "admin_activate_tenant",
+                    "admin_create_key", "admin_list_keys", "admin_revoke_key", "admin_list_credentials",
+                    "admin_put_credential", "admin_get_credential", "admin_delete_credential", "admin_put_budget",
+                    "admin_get_budget", "admin_add_schedule", "admin_list_schedules", "admin_remove_schedule",
+                    "admin_remove_schedule_by_query"}
     assert set(functions) == {"start_run", "get_run", "webhook", "health", "usage", "admin_usage", "dashboard",
                               "flow_runs", "schedules", "chat_completions", "azure_chat_completions", "list_models",
-                              "admin_model_alias", "admin_model_aliases"}
+                              "admin_model_alias", "admin_model_aliases", *operator_api}
 
 
 def test_host_json_routes_under_api_and_poisons_after_five_attempts():
