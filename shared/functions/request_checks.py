@@ -20,8 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from shared.services.catalog import FLOW_ID
-from shared.services.tenants import TENANT_ID
+from shared.identifiers import FLOW_ID, TENANT_ID
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 64

@@ -5,7 +5,6 @@ HTTP, queue and timer find a flow by id only, among the flows directory's flows 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -14,8 +13,7 @@ from shared.engine.errors import FlowError
 from shared.engine.model import Flow
 from shared.engine.parser import parse_flow_file
 from shared.engine.validator import validate_flow
-
-FLOW_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+from shared.identifiers import FLOW_ID
 
 
 class FlowNotFound(LookupError):

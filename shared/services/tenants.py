@@ -19,12 +19,12 @@ from datetime import UTC, datetime, timedelta
 
 from shared.clock import Clock, SystemClock
 from shared.connections.encryption import DecryptionError, SecretBox, webhook_aad
+from shared.identifiers import TENANT_ID
 from shared.secret import Secret
 from shared.services.credentials import RotationReport
 from shared.storage.models import ApiKey, Tenant
 from shared.storage.ports import AlreadyExists, NotFound, ReplayGuard, TenantStore
 
-TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}\Z")  # \Z: `$` would accept a trailing newline
 KEY_ID = re.compile(r"^[0-9a-f]{12}\Z")
 API_KEY = re.compile(r"^tf_(?P<key_id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{20,128})\Z")
 MAX_API_KEY_LENGTH = 200

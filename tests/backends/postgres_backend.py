@@ -16,7 +16,7 @@ from tests.backends.fixtures import fresh_encryption_keys, require_service
 
 OWNER, APP = "tenantflow_owner", "tenantflow_app"
 TEMPLATE = f"tf_pg_template_{uuid.uuid4().hex[:8]}"
-template_ready = False
+templates_ready: set[str] = set()  # admin DSNs (clusters) whose template is migrated
 
 
 def dsn(admin: str, user: str, dbname: str) -> str:
@@ -30,8 +30,7 @@ async def admin_execute(admin: str, *statements: sql.Composable | str) -> None:
 
 
 async def ensure_template(admin: str) -> None:
-    global template_ready
-    if template_ready:
+    if admin in templates_ready:
         return
     async with await AsyncConnection.connect(admin, autocommit=True) as connection:
         for role, options in ((OWNER, "LOGIN NOSUPERUSER CREATEDB"), (APP, "LOGIN NOSUPERUSER NOBYPASSRLS")):
@@ -46,7 +45,7 @@ async def ensure_template(admin: str) -> None:
     await migrate_postgres(dataclasses.replace(Settings.from_env({}), store="postgres",
                                                postgres_dsn=Secret(dsn(admin, APP, TEMPLATE)),
                                                postgres_migration_dsn=Secret(dsn(admin, OWNER, TEMPLATE))))
-    template_ready = True
+    templates_ready.add(admin)
 
 
 async def provision(tmp_path) -> Settings:
