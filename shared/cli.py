@@ -496,22 +496,20 @@ async def cmd_db(args: argparse.Namespace) -> int:
 
 async def cmd_models(args: argparse.Namespace) -> int:
     """Gateway model aliases: `models set|list|remove`."""
-    async with services(args) as svc:
+    async with operator_for(args) as operator:
         if args.models_command == "set":
-            alias = await svc.aliases.set(args.tenant, args.alias, credential=args.credential,
-                                          deployment=args.deployment, price_as=args.price_as)
-            priced = f", priced as {alias.price_as}" if alias.price_as else ""
-            print(f"model {alias.alias} of tenant {alias.tenant_id}: credential {alias.credential}, "
-                  f"deployment {alias.deployment}{priced}")
+            alias = await operator.set_model(args.tenant, args.alias, args.credential, args.deployment, args.price_as)
+            priced = f", priced as {alias['price_as']}" if alias["price_as"] else ""
+            print(f"model {alias['alias']} of tenant {args.tenant}: credential {alias['credential']}, "
+                  f"deployment {alias['deployment']}{priced}")
         elif args.models_command == "list":
-            aliases = await svc.aliases.list(args.tenant)
+            aliases = await operator.list_models(args.tenant)
             if args.json:
-                print_json([{"alias": a.alias, "credential": a.credential, "deployment": a.deployment,
-                             "price_as": a.price_as, "updated_at": a.updated_at} for a in aliases])
+                print_json(aliases)
             for a in [] if args.json else aliases:
-                print(f"{a.alias:<24} {a.credential:<20} {a.deployment:<24} {a.price_as or '-'}")
+                print(f"{a['alias']:<24} {a['credential']:<20} {a['deployment']:<24} {a['price_as'] or '-'}")
         else:
-            await svc.aliases.remove(args.tenant, args.alias)
+            await operator.remove_model(args.tenant, args.alias)
             print(f"model {args.alias} of tenant {args.tenant} removed")
     return EXIT_OK
 
@@ -591,6 +589,7 @@ REMOTE_COMMANDS = frozenset({
     "tenants add", "tenants list", "tenants suspend", "tenants activate", "tenants keys create", "tenants keys list",
     "tenants keys revoke", "credentials set", "credentials list", "credentials delete", "credentials import",
     "budgets set", "budgets show", "schedules add", "schedules list", "schedules remove", "usage", "smoke",
+    "models set", "models list", "models remove",
 })
 
 

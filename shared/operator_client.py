@@ -154,6 +154,18 @@ class RemoteOperator(Operator):
         return dict(await self.call("GET", "/admin/usage", params=params))
 
 
+    async def set_model(self, tenant_id: str, alias: str, credential: str, deployment: str,
+                        price_as: str | None) -> Json:
+        return dict(await self.call("PUT", f"/admin/tenants/{segment(tenant_id)}/models/{segment(alias)}",
+                                    {"credential": credential, "deployment": deployment, "price_as": price_as}))
+
+    async def list_models(self, tenant_id: str) -> builtins.list[Json]:
+        return list((await self.call("GET", f"/admin/tenants/{segment(tenant_id)}/models"))["models"])
+
+    async def remove_model(self, tenant_id: str, alias: str) -> None:
+        await self.call("DELETE", f"/admin/tenants/{segment(tenant_id)}/models/{segment(alias)}")
+
+
 def problem_text(response: httpx.Response) -> str:
     """The `detail` of a problem-details answer, else the start of the body (for smoke's failure lines)."""
     try:

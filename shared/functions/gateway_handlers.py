@@ -20,7 +20,7 @@ from shared.gateway.errors import GatewayError, GatewayReply
 if TYPE_CHECKING:
     from shared.bootstrap import Services
     from shared.gateway.aliases import AliasError
-    from shared.storage.models import ModelAlias, Tenant
+    from shared.storage.models import Tenant
 
 log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "x-tenantflow-request-id"
@@ -124,11 +124,6 @@ async def list_models(svc: Services, request: ApiRequest, request_id: str) -> Ap
 
 
 # --- operator routes: /api/admin/tenants/{tenant}/models[/{alias}] (problem details, like the admin API) --------
-def alias_view(alias: ModelAlias) -> dict[str, Any]:
-    return {"alias": alias.alias, "credential": alias.credential, "deployment": alias.deployment,
-            "price_as": alias.price_as, "updated_at": alias.updated_at.isoformat().replace("+00:00", "Z")}
-
-
 def alias_problem(exc: AliasError) -> ProblemDetails:
     return ProblemDetails(exc.status, "Not found" if exc.status == 404 else "Invalid alias", str(exc),
                           errors=[{"field": exc.field, "message": str(exc)}])
@@ -136,6 +131,7 @@ def alias_problem(exc: AliasError) -> ProblemDetails:
 
 async def put_alias(svc: Services, request: ApiRequest) -> ApiResponse:
     from shared.gateway.aliases import AliasError
+    from shared.services.operator import model_json
 
     require_operator(svc, request)
     try:
@@ -150,16 +146,18 @@ async def put_alias(svc: Services, request: ApiRequest) -> ApiResponse:
                                       price_as=body.get("price_as"))
     except AliasError as exc:
         raise alias_problem(exc) from None
-    return ApiResponse.json(200, alias_view(alias))
+    return ApiResponse.json(200, model_json(alias))
 
 
 async def get_alias(svc: Services, request: ApiRequest) -> ApiResponse:
+    from shared.services.operator import model_json
+
     require_operator(svc, request)
     tenant, name = request.route.get("tenant", ""), request.route.get("alias", "")
     alias = await svc.stores.aliases.get(tenant, name)
     if alias is None:
         raise ProblemDetails(404, "Not found", f"tenant {tenant[:64]} has no model alias {name[:64]!r}")
-    return ApiResponse.json(200, alias_view(alias))
+    return ApiResponse.json(200, model_json(alias))
 
 
 async def delete_alias(svc: Services, request: ApiRequest) -> ApiResponse:
@@ -175,10 +173,11 @@ async def delete_alias(svc: Services, request: ApiRequest) -> ApiResponse:
 
 async def list_aliases(svc: Services, request: ApiRequest) -> ApiResponse:
     from shared.gateway.aliases import AliasError
+    from shared.services.operator import model_json
 
     require_operator(svc, request)
     try:
         aliases = await svc.aliases.list(request.route.get("tenant", ""))
     except AliasError as exc:
         raise alias_problem(exc) from None
-    return ApiResponse.json(200, {"models": [alias_view(a) for a in aliases]})
+    return ApiResponse.json(200, {"models": [model_json(a) for a in aliases]})

@@ -26,7 +26,7 @@ from shared.secret import Secret
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
-    from shared.storage.models import ApiKey, Schedule, Tenant
+    from shared.storage.models import ApiKey, ModelAlias, Schedule, Tenant
 
 Json = dict[str, Any]
 Reason = Literal["missing", "exists", "conflict", "invalid"]
@@ -175,6 +175,17 @@ class Operator(ABC):
     async def usage(self, tenant_id: str | None, start: str | None, end: str | None, group_by: str) -> Json:
         """The usage summary of `usage --format json` and `GET /api/admin/usage`."""
 
+    @abstractmethod
+    async def set_model(self, tenant_id: str, alias: str, credential: str, deployment: str,
+                        price_as: str | None) -> Json:
+        """A gateway model alias, added or replaced: {alias, credential, deployment, price_as, updated_at}."""
+
+    @abstractmethod
+    async def list_models(self, tenant_id: str) -> builtins.list[Json]: ...
+
+    @abstractmethod
+    async def remove_model(self, tenant_id: str, alias: str) -> None: ...
+
     async def close(self) -> None:
         """Releases what the operator holds (a store, an HTTP client)."""
 
@@ -189,6 +200,11 @@ def key_json(key: ApiKey) -> Json:
             "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None}
 
 
+def model_json(alias: ModelAlias) -> Json:
+    return {"alias": alias.alias, "credential": alias.credential, "deployment": alias.deployment,
+            "price_as": alias.price_as, "updated_at": alias.updated_at.isoformat().replace("+00:00", "Z")}
+
+
 def schedule_json(schedule: Schedule) -> Json:
     return {"id": schedule.id, "tenant": schedule.tenant_id, "flow": schedule.flow_id, "cron": schedule.cron,
             "inputs": schedule.inputs, "enabled": schedule.enabled, "created_at": schedule.created_at.isoformat()}
@@ -198,6 +214,7 @@ def schedule_json(schedule: Schedule) -> Json:
 def refusals() -> Iterator[None]:
     """Turns the services' refusals into OperationRefused, keeping their message and naming their field."""
     from shared.engine.errors import InputError
+    from shared.gateway.aliases import AliasError
     from shared.services.catalog import FlowNotFound
     from shared.services.credentials import CredentialError
     from shared.services.runs import RunRefused
@@ -215,6 +232,8 @@ def refusals() -> Iterator[None]:
         raise OperationRefused(str(exc), exc.field) from None
     except ScheduleError as exc:
         raise OperationRefused(str(exc), "cron") from None
+    except AliasError as exc:
+        raise OperationRefused(str(exc), exc.field, "missing" if exc.status == 404 else "invalid") from None
     except FlowNotFound as exc:
         raise OperationRefused(str(exc), "flow") from None
     except InputError as exc:
@@ -328,3 +347,20 @@ class LocalOperator(Operator):
         with refusals():
             query = UsageQuery.parse(tenant_id, start, end, group_by)
         return await self.svc.usage.summary(query)
+
+    async def set_model(self, tenant_id: str, alias: str, credential: str, deployment: str,
+                        price_as: str | None) -> Json:
+        await self.require_tenant(tenant_id)
+        with refusals():
+            return model_json(await self.svc.aliases.set(tenant_id, alias, credential=credential,
+                                                         deployment=deployment, price_as=price_as))
+
+    async def list_models(self, tenant_id: str) -> builtins.list[Json]:
+        await self.require_tenant(tenant_id)
+        with refusals():
+            return [model_json(alias) for alias in await self.svc.aliases.list(tenant_id)]
+
+    async def remove_model(self, tenant_id: str, alias: str) -> None:
+        await self.require_tenant(tenant_id)
+        with refusals():
+            await self.svc.aliases.remove(tenant_id, alias)

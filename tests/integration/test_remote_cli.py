@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import re
 import socket
@@ -105,6 +106,20 @@ def test_the_same_commands_print_the_same_locally_and_through_the_api(served, cl
     listed = both("credentials", "list", "beta", "--json")[1]
     assert '"api_key": "******"' in listed and "canary" not in listed
 
+    # gateway model aliases: set (a replace, so twice is fine), list, and a remove in each mode
+    assert both("models", "set", "alpha", "chat", "--credential", "foundry", "--deployment", "gpt-4o-mini",
+                "--price-as", "gpt-4o-mini") == (0, "model chat of tenant alpha: credential foundry, deployment "
+                                                 "gpt-4o-mini, priced as gpt-4o-mini\n", "")
+    for alias in ("local-only", "remote-only"):
+        assert cli("models", "set", "alpha", alias, "--credential", "foundry", "--deployment", "gpt-4o-mini")[0] == 0
+    for json_flag in ((), ("--json",)):
+        both("models", "list", "alpha", *json_flag)
+    assert cli("models", "remove", "alpha", "local-only") == (0, "model local-only of tenant alpha removed\n", "")
+    assert cli("--url", served, "models", "remove", "alpha", "remote-only") == (
+        0, "model remote-only of tenant alpha removed\n", "")
+    code, out, _ = both("models", "list", "alpha", "--json")
+    assert code == 0 and [m["alias"] for m in json.loads(out)] == ["chat"]
+
     # mutations that print no new id, each done once per mode: the same lines
     assert both("budgets", "set", "alpha", "--monthly-tokens", "500", "--monthly-cost", "2.50")[0] == 0
     assert both("tenants", "suspend", "alpha") == (0, "tenant alpha suspended\n", "")
@@ -118,7 +133,10 @@ def test_the_same_commands_print_the_same_locally_and_through_the_api(served, cl
                     ["schedules", "add", "alpha", "support-reply", "--cron", "every minute"],
                     ["schedules", "add", "alpha", "no-such-flow", "--cron", "@daily"],
                     ["schedules", "remove", "000000000000"], ["budgets", "set", "alpha"],
-                    ["budgets", "set", "alpha", "--monthly-cost", "lots"], ["usage", "--from", "yesterday"]):
+                    ["budgets", "set", "alpha", "--monthly-cost", "lots"], ["usage", "--from", "yesterday"],
+                    ["models", "list", "nobody"], ["models", "remove", "alpha", "no-such-alias"],
+                    ["models", "set", "alpha", "x", "--credential", "missing", "--deployment", "gpt-4o-mini"],
+                    ["models", "set", "alpha", "x", "--credential", "foundry", "--deployment", "bad/name"]):
         code, out, err = both(*command)
         assert code == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1, (command, err)
 
