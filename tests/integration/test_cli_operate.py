@@ -8,14 +8,15 @@ import base64
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from shared.cli import EXAMPLES, Progress, build_parser, describe_commands, listed_help, main, subcommands
+from shared.cli import EXAMPLES, Progress, build_parser, describe_commands, listed_help, subcommands
 from shared.emulator.server import running_emulator
+from tests.backends.pg_cluster import free_port
+from tests.cli_runner import cli_runner
 
 KEY = "emulator-only-key-7d2c"
 
@@ -28,21 +29,9 @@ def cli(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TENANTFLOW_ENCRYPTION_KEY", "k1:" + base64.b64encode(b"e" * 32).decode())
     monkeypatch.delenv("TENANTFLOW_FLOWS_DIR", raising=False)
 
-    def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
-        if stdin is not None:
-            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        assert "Traceback" not in err
-        return code, out, err
-
-    return run
+    return cli_runner(monkeypatch, capsys)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_version():

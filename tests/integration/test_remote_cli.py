@@ -4,11 +4,9 @@ emulator behind: the same commands print the same, locally and through the opera
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.cli import main
+from tests.backends.pg_cluster import free_port
+from tests.cli_runner import cli_runner
 
 OPERATOR_KEY = "operator-key-remote-cli-3e9a"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -60,15 +55,7 @@ def served(tmp_path, monkeypatch, emulator):
 
 @pytest.fixture
 def cli(monkeypatch, capsys):
-    def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
-        if stdin is not None:
-            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        assert "Traceback" not in err
-        return code, out, err
-
-    return run
+    return cli_runner(monkeypatch, capsys)
 
 
 def test_the_same_commands_print_the_same_locally_and_through_the_api(served, cli, emulator):

@@ -4,7 +4,6 @@ functions answer over real HTTP."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,11 +11,7 @@ from pathlib import Path
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.backends.pg_cluster import free_port
 
 
 def test_serve_answers_with_the_registered_functions(tmp_path, emulator):
