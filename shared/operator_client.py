@@ -159,6 +159,9 @@ class RemoteOperator(Operator):
         return dict(await self.call("PUT", f"/admin/tenants/{segment(tenant_id)}/models/{segment(alias)}",
                                     {"credential": credential, "deployment": deployment, "price_as": price_as}))
 
+    async def get_model(self, tenant_id: str, alias: str) -> Json:
+        return dict(await self.call("GET", f"/admin/tenants/{segment(tenant_id)}/models/{segment(alias)}"))
+
     async def list_models(self, tenant_id: str) -> builtins.list[Json]:
         return list((await self.call("GET", f"/admin/tenants/{segment(tenant_id)}/models"))["models"])
 

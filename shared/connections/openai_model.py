@@ -175,7 +175,7 @@ class OpenAIModelPort(ModelPort):
         client = self.clients.get(connection)
         host = urlsplit(connection.endpoint).hostname or ""
         body = request_body(request)
-        payload = json.dumps(body).encode()
+        payload = b"" if request.stream else json.dumps(body).encode()  # a stream goes through the SDK
         for attempt in range(1, self.max_attempts + 1):
             outcome = await (self.attempt_streamed(client, body, request, host, attempt) if request.stream
                              else self.attempt(client, payload, request, host, attempt))

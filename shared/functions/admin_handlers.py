@@ -205,3 +205,32 @@ async def remove_schedule(operator: LocalOperator, request: ApiRequest) -> ApiRe
         raise OperationRefused("name the schedule: /api/admin/schedules/{id} or ?id=", "id")
     await operator.remove_schedule(schedule_id)
     return no_content()
+
+
+# --- gateway model aliases (routes in shared.functions.gateway_http) ------------------------------------------------
+@operator_only
+async def put_model(operator: LocalOperator, request: ApiRequest) -> ApiResponse:
+    """PUT /api/admin/tenants/{tenant}/models/{alias} {credential, deployment, price_as} — the alias."""
+    body = json_object(request, ("credential", "deployment", "price_as"))
+    return ApiResponse.json(200, await operator.set_model(
+        tenant_of(request), request.route.get("alias", ""), text_field(body, "credential") or "",
+        text_field(body, "deployment") or "", text_field(body, "price_as", required=False)))
+
+
+@operator_only
+async def get_model(operator: LocalOperator, request: ApiRequest) -> ApiResponse:
+    """GET /api/admin/tenants/{tenant}/models/{alias}."""
+    return ApiResponse.json(200, await operator.get_model(tenant_of(request), request.route.get("alias", "")))
+
+
+@operator_only
+async def delete_model(operator: LocalOperator, request: ApiRequest) -> ApiResponse:
+    """DELETE /api/admin/tenants/{tenant}/models/{alias} — 204."""
+    await operator.remove_model(tenant_of(request), request.route.get("alias", ""))
+    return no_content()
+
+
+@operator_only
+async def list_models(operator: LocalOperator, request: ApiRequest) -> ApiResponse:
+    """GET /api/admin/tenants/{tenant}/models — {"models": [...]}."""
+    return ApiResponse.json(200, {"models": await operator.list_models(tenant_of(request))})

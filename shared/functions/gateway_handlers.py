@@ -13,13 +13,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from shared.functions.api_messages import ApiRequest, ApiResponse
-from shared.functions.http_auth import require_operator
 from shared.functions.problems import ProblemDetails
 from shared.gateway.errors import GatewayError, GatewayReply
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
-    from shared.gateway.aliases import AliasError
     from shared.storage.models import Tenant
 
 log = logging.getLogger(__name__)
@@ -123,61 +121,3 @@ async def list_models(svc: Services, request: ApiRequest, request_id: str) -> Ap
         for a in aliases]})
 
 
-# --- operator routes: /api/admin/tenants/{tenant}/models[/{alias}] (problem details, like the admin API) --------
-def alias_problem(exc: AliasError) -> ProblemDetails:
-    return ProblemDetails(exc.status, "Not found" if exc.status == 404 else "Invalid alias", str(exc),
-                          errors=[{"field": exc.field, "message": str(exc)}])
-
-
-async def put_alias(svc: Services, request: ApiRequest) -> ApiResponse:
-    from shared.gateway.aliases import AliasError
-    from shared.services.operator import model_json
-
-    require_operator(svc, request)
-    try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        raise ProblemDetails(400, "Bad JSON", "the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ProblemDetails(400, "Bad JSON", "the request body must be a JSON object")
-    try:
-        alias = await svc.aliases.set(request.route.get("tenant", ""), request.route.get("alias", ""),
-                                      credential=body.get("credential"), deployment=body.get("deployment"),
-                                      price_as=body.get("price_as"))
-    except AliasError as exc:
-        raise alias_problem(exc) from None
-    return ApiResponse.json(200, model_json(alias))
-
-
-async def get_alias(svc: Services, request: ApiRequest) -> ApiResponse:
-    from shared.services.operator import model_json
-
-    require_operator(svc, request)
-    tenant, name = request.route.get("tenant", ""), request.route.get("alias", "")
-    alias = await svc.stores.aliases.get(tenant, name)
-    if alias is None:
-        raise ProblemDetails(404, "Not found", f"tenant {tenant[:64]} has no model alias {name[:64]!r}")
-    return ApiResponse.json(200, model_json(alias))
-
-
-async def delete_alias(svc: Services, request: ApiRequest) -> ApiResponse:
-    from shared.gateway.aliases import AliasError
-
-    require_operator(svc, request)
-    try:
-        await svc.aliases.remove(request.route.get("tenant", ""), request.route.get("alias", ""))
-    except AliasError as exc:
-        raise alias_problem(exc) from None
-    return ApiResponse(204, b"")
-
-
-async def list_aliases(svc: Services, request: ApiRequest) -> ApiResponse:
-    from shared.gateway.aliases import AliasError
-    from shared.services.operator import model_json
-
-    require_operator(svc, request)
-    try:
-        aliases = await svc.aliases.list(request.route.get("tenant", ""))
-    except AliasError as exc:
-        raise alias_problem(exc) from None
-    return ApiResponse.json(200, {"models": [model_json(a) for a in aliases]})

@@ -12,6 +12,7 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.functions import admin_handlers
 from shared.functions import gateway_handlers as handlers
 from shared.functions.api_messages import ApiResponse
 from shared.functions.http import respond, to_api
@@ -50,11 +51,14 @@ list_models = bp.route(route="v1/models", methods=["GET"], auth_level=func.AuthL
 @bp.route(route=ADMIN + "/tenants/{tenant}/models/{alias}", methods=["PUT", "GET", "DELETE"],
           auth_level=func.AuthLevel.ANONYMOUS)
 async def admin_model_alias(req: func.HttpRequest) -> func.HttpResponse:
-    handler = {"PUT": handlers.put_alias, "DELETE": handlers.delete_alias}.get(req.method, handlers.get_alias)
-    return await respond(req, handler)
+    if req.method == "PUT":
+        return await respond(req, admin_handlers.put_model)
+    if req.method == "DELETE":
+        return await respond(req, admin_handlers.delete_model)
+    return await respond(req, admin_handlers.get_model)
 
 
 @bp.route(route=ADMIN + "/tenants/{tenant}/models", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def admin_model_aliases(req: func.HttpRequest) -> func.HttpResponse:
-    return await respond(req, handlers.list_aliases)
+    return await respond(req, admin_handlers.list_models)
 

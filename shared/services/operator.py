@@ -181,6 +181,9 @@ class Operator(ABC):
         """A gateway model alias, added or replaced: {alias, credential, deployment, price_as, updated_at}."""
 
     @abstractmethod
+    async def get_model(self, tenant_id: str, alias: str) -> Json: ...
+
+    @abstractmethod
     async def list_models(self, tenant_id: str) -> builtins.list[Json]: ...
 
     @abstractmethod
@@ -354,6 +357,13 @@ class LocalOperator(Operator):
         with refusals():
             return model_json(await self.svc.aliases.set(tenant_id, alias, credential=credential,
                                                          deployment=deployment, price_as=price_as))
+
+    async def get_model(self, tenant_id: str, alias: str) -> Json:
+        await self.require_tenant(tenant_id)
+        found = await self.svc.stores.aliases.get(tenant_id, alias)
+        if found is None:
+            raise OperationRefused(f"tenant {tenant_id} has no model alias {alias[:64]!r}", "alias", "missing")
+        return model_json(found)
 
     async def list_models(self, tenant_id: str) -> builtins.list[Json]:
         await self.require_tenant(tenant_id)
