@@ -14,11 +14,15 @@ from shared.storage.models import Budget, period_of
 REQUESTS = 200
 SERVED = 10
 MAX_TOKENS = 16
+# "!" is one byte and one token, so the lease (a byte bound of the prompt + max_tokens) is within 10 % of what a call
+# uses. Then no 11th request fits even after all ten settled, and the test does not depend on all 200 arriving
+# before the first answer (on a slow machine they may not).
+PADDING = "!" * 400
 
 
 async def many_at_once(gateway):
     key = await gateway.tenant("acme")
-    messages = [{"role": "user", "content": "[[fault:latency=1500]] how many?"}]
+    messages = [{"role": "user", "content": f"[[fault:latency=1500]]{PADDING}"}]
     lease = prompt_bound(messages) + MAX_TOKENS  # what each request reserves
     await gateway.svc.stores.budgets.set_budget(Budget("acme", monthly_tokens=SERVED * lease))
     body = json.dumps({"model": "chat", "messages": messages, "max_tokens": MAX_TOKENS}).encode()
@@ -34,6 +38,7 @@ async def many_at_once(gateway):
     counters = await gateway.svc.stores.budgets.counters("acme", period_of(gateway.svc.clock.now()))
     served_tokens = sum(a.json()["usage"]["total_tokens"] for a in answers if a.status_code == 200)
     assert counters.used_tokens == served_tokens <= SERVED * lease and counters.reserved_tokens == 0
+    assert SERVED * lease - served_tokens < lease  # the premise above: nothing left for an 11th, whenever it came
     return answers
 
 
