@@ -13,7 +13,7 @@ and prints:
   (track_utility on): the bench runs its own cluster with the extension preloaded. Outside a pipeline each statement
   is one round trip.
 Only 127.0.0.1 is ever addressed. Run with the services of scripts/services.sh up (`make bench`), or alone:
-`python -m bench.http_load`.
+`python -m bench.http_load`; BENCH_STORES (sqlite,postgres) and BENCH_CONCURRENCY (1,16,64) pick a subset.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from shared.settings import REPO_ROOT
 from tests.backends.pg_cluster import Cluster, free_port
 
 SCRIPT = Path(sys.executable).parent / "tenantflow"
-CONCURRENCY = (1, 16, 64)
+CONCURRENCY = tuple(int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,16,64").split(","))
+STORES = os.environ.get("BENCH_STORES", "sqlite,postgres").split(",")
 REQUESTS = {1: 300, 16: 800, 64: 1600}
 SECONDS = 6.0
 WARM_UP = 30
@@ -284,8 +285,11 @@ async def measure() -> list[dict[str, Any]]:
         wait_for(f"{emulator_url}/health", emulator)
         direct = Upstream(emulator, emulator_url)
         sqlite_env = {**base, "TENANTFLOW_STORE": "sqlite", "TENANTFLOW_SQLITE_PATH": str(work / "bench.db")}
-        rows += await measure_store("sqlite", sqlite_env, emulator, emulator_url, direct, None, None)
-        if os.geteuid() == 0:
+        if "sqlite" in STORES:
+            rows += await measure_store("sqlite", sqlite_env, emulator, emulator_url, direct, None, None)
+        if "postgres" not in STORES:
+            pass
+        elif os.geteuid() == 0:
             cluster = Cluster("-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_utility=on"
                               " -c max_connections=100")
             cluster.start()
