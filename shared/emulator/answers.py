@@ -129,8 +129,33 @@ def invalid_request(message: str, param: str | None, code: str | None) -> dict[s
     return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
 
 
+ROLES = ("system", "assistant", "user", "function", "tool", "developer")
+JSON_TYPES = {dict: "object", list: "array", str: "string", int: "integer", float: "decimal", bool: "boolean"}
+
+
+def message_problem(messages: list[Any]) -> dict[str, Any] | None:
+    """The 400 body the service gives for a message that is not an object with a known role."""
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            got = JSON_TYPES.get(type(message), "null")
+            return invalid_request(f"Invalid type for '{where}': expected an object, but got {got} instead.", where,
+                                   "invalid_type")
+        role = message.get("role")
+        if role not in ROLES:
+            if role is None:
+                return invalid_request(f"Missing required parameter: '{where}.role'.", f"{where}.role",
+                                       "missing_required_parameter")
+            return invalid_request(f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', "
+                                   "'function', 'tool', and 'developer'.", f"{where}.role", "invalid_value")
+    return None
+
+
 def request_problem(body: dict[str, Any]) -> dict[str, Any] | None:
     """The 400 body the service gives for a parameter out of range, or None when the request is acceptable."""
+    problem = message_problem(body.get("messages") or [])
+    if problem is not None:
+        return problem
     temperature = body.get("temperature")
     if temperature is not None:
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):

@@ -127,6 +127,17 @@ async def test_out_of_range_parameters_are_400s(emulator, field, value, code):
     assert f"got {value} instead" in caught.value.message
 
 
+@pytest.mark.parametrize("messages,param,code", [
+    ([1], "messages[0]", "invalid_type"),
+    ([{"role": "user", "content": "x"}, {"content": "y"}], "messages[1].role", "missing_required_parameter"),
+    ([{"role": "robot", "content": "x"}], "messages[0].role", "invalid_value"),
+])
+async def test_a_message_that_is_not_an_object_with_a_known_role_is_a_400(emulator, messages, param, code):
+    with pytest.raises(openai.BadRequestError) as caught:
+        await azure(emulator).chat.completions.create(model="chat", messages=messages)
+    assert caught.value.code == code and caught.value.param == param
+
+
 async def test_tool_choice_naming_no_tool_is_a_400(emulator):
     with pytest.raises(openai.BadRequestError) as caught:
         await azure(emulator).chat.completions.create(
