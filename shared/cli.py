@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from shared.services.operator import CredentialInput, Operator
+    from shared.settings import Settings
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -483,14 +484,40 @@ async def cmd_db(args: argparse.Namespace) -> int:
     from shared.storage.postgres import migrate_postgres
 
     settings = Settings.from_env()
+    if settings.store == "table":
+        return await migrate_table(settings)
     if settings.store != "postgres":
-        print(f"nothing to migrate: TENANTFLOW_STORE is {settings.store} (migrations are for postgres)")
+        print(f"nothing to migrate: TENANTFLOW_STORE is {settings.store} (its schema is kept up to date at start)")
         return EXIT_OK
     try:
         applied = await migrate_postgres(settings)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return EXIT_OK
+
+
+async def migrate_table(settings: Settings) -> int:
+    """Azure Table storage has no schema; `db migrate` carries wave 1's budget counters into the usage partitions."""
+    from shared.connections.azure_credential import AppAzureCredential
+    from shared.storage.table.client import TableClients
+    from shared.storage.table.upgrade import carry_over_counters
+
+    assert settings.table_connection is not None  # Settings.from_env guarantees it for this store
+    credential = AppAzureCredential()
+    tables = TableClients(settings.table_connection.reveal(), settings.table_prefix, credential)
+    try:
+        await tables.open()
+        carried = await carry_over_counters(tables)
+    finally:
+        await tables.close()
+        await credential.close()
+    if carried is None:
+        print("schema is up to date (no wave 1 counters table)")
+        return EXIT_OK
+    print(f"budget counters: {carried.carried} carried over from the old counters table, {carried.kept} already there")
+    for drift in carried.drifts:
+        print(f"  {drift} (the new counter follows the ledger)")
     return EXIT_OK
 
 
@@ -808,7 +835,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("db", help="database schema (PostgreSQL)")
     dsub = p.add_subparsers(dest="db_command", required=True)
     dsub.add_parser("migrate", help="apply pending migrations as TENANTFLOW_POSTGRES_MIGRATION_DSN's role and grant "
-                                    "TENANTFLOW_POSTGRES_DSN's role (a deploy step; idempotent)")
+                                    "TENANTFLOW_POSTGRES_DSN's role; on Azure Table storage, carry wave 1's budget "
+                                    "counters over (a deploy step; idempotent)")
 
     p = sub.add_parser("models", help="gateway model aliases of a tenant")
     gsub = p.add_subparsers(dest="models_command", required=True)
@@ -897,8 +925,9 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     "smoke": ("check a deployment end to end: throwaway tenant, credential, a support-reply run, usage, budget",
               "tenantflow smoke --url https://func-x.azurewebsites.net --endpoint https://x.openai.azure.com "
               "--api-key-stdin"),
-    "db": ("database schema (PostgreSQL)", "tenantflow db migrate"),
-    "db migrate": ("apply pending PostgreSQL migrations as the owner role and grant the app role (a deploy step)",
+    "db": ("database schema (PostgreSQL; budget counters on Table storage)", "tenantflow db migrate"),
+    "db migrate": ("apply pending PostgreSQL migrations as the owner role and grant the app role; on Table storage, "
+                   "carry wave 1's budget counters over (a deploy step)",
                    "tenantflow db migrate   # with TENANTFLOW_POSTGRES_MIGRATION_DSN (the owner) set"),
 }
 
