@@ -83,3 +83,5 @@ def load_located(text: str) -> Any:
         raise YamlSourceError(line, f"YAML syntax error: {problem}{context}") from None
     except yaml.YAMLError as exc:
         raise YamlSourceError(None, f"YAML syntax error: {exc}") from None
+    except RecursionError:
+        raise YamlSourceError(None, "YAML nested too deeply to read") from None

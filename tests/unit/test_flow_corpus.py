@@ -120,3 +120,11 @@ def test_prompt_flow_originals_are_not_flow_files():
     assert (originals / "flow.dag.yaml").is_file()
     assert SHIPPED / "examples" / "promptflow" / "feedback-router.yaml" in SHIPPED_FILES
     assert not [p for p in SHIPPED_FILES if originals in p.parents]
+
+
+def test_yaml_nested_deeper_than_python_can_read_is_a_flow_error(tmp_path):
+    path = tmp_path / "nested.yaml"
+    path.write_text("id: nested\nsteps:\n  - " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(FlowError) as caught:
+        parse_flow_file(path)
+    assert str(caught.value) == f"{path}: YAML nested too deeply to read"
