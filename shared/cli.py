@@ -336,8 +336,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     except PromptFlowError as exc:
         for finding in exc.findings:
             print(str(finding), file=sys.stderr)
-        print(f"error: {args.folder}: not imported ({len(exc.findings)} problems; --partial imports what can be "
-              "converted)" if not args.partial else f"error: {args.folder}: not imported", file=sys.stderr)
+        count = len(exc.findings)
+        print(f"error: {args.folder}: not imported ({count} problem{'s' if count != 1 else ''}; --partial imports "
+              "what can be converted)" if not args.partial else f"error: {args.folder}: not imported", file=sys.stderr)
         return EXIT_INVALID
     for finding in result.refused:
         print(f"not imported: {finding}", file=sys.stderr)
