@@ -107,7 +107,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(str(exc), file=sys.stderr)
             continue
         if not args.quiet:
-            print(f"{path}: ok (flow {flow.id}, {len(flow.walk())} steps)")
+            steps = len(flow.walk())
+            print(f"{path}: ok (flow {flow.id}, {steps} step{'s' if steps != 1 else ''})")
     if failed:
         print(f"{failed} of {len(paths)} flow files invalid", file=sys.stderr)
         return EXIT_INVALID
