@@ -1,6 +1,7 @@
 """The `estimated` column of usage records reaches databases that already hold a ledger: PostgreSQL migration 0009
-and SQLite migration 0006 apply over existing rows (which read back as not estimated), and on PostgreSQL a row
-written by an app that predates the column (no `estimated` key) is still stored."""
+and SQLite migration 0006 apply over existing rows (which read back as not estimated), on PostgreSQL a row written
+by an app that predates the column (no `estimated` key) is still stored, and on Table storage an entity written
+before the property existed reads back as not estimated."""
 
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ from shared.secret import Secret
 from shared.settings import Settings
 from shared.storage.factory import open_stores
 from shared.storage.models import UsageRecord
-from shared.storage.postgres import database as postgres_database
-from shared.storage.postgres.database import migrate
+from shared.storage.postgres.database import migrate, migrations
 from shared.storage.postgres.stores import usage_row
 from shared.storage.sqlite import database as sqlite_database
-from tests.backends import postgres_backend, sqlite_backend
+from shared.storage.table.stores import usage_entity
+from tests.backends import postgres_backend, sqlite_backend, table_backend
 from tests.backends.fixtures import require_service
 
 NOW = datetime(2026, 11, 3, 12, tzinfo=UTC)
@@ -51,7 +52,7 @@ async def test_postgres_0009_applies_over_an_existing_ledger_and_accepts_rows_wi
         async with await AsyncConnection.connect(owner, autocommit=True) as connection:  # a database at 0008
             await connection.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT "
                                      "NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-            for version, migration, text in postgres_database.migrations():
+            for version, migration, text in migrations():
                 if version <= 8:
                     await connection.execute(text)  # type: ignore[arg-type]
                     await connection.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
@@ -101,3 +102,18 @@ async def test_sqlite_0006_applies_over_an_existing_ledger(tmp_path):
         assert [r.estimated for r in await stores.usage.list_for_run("acme", "after")] == [True]
     finally:
         await stores.close()
+
+
+async def test_table_entities_written_before_the_property_read_as_not_estimated(tmp_path):
+    settings = await table_backend.provision(tmp_path)
+    stores = await open_stores(settings)
+    try:
+        entity = usage_entity(old_record("acme", "before"))
+        del entity["estimated"]
+        await stores.usage.tables["usage"].create_entity(entity)  # type: ignore[attr-defined]
+        assert await stores.usage.record([dataclasses.replace(old_record("acme", "after"), estimated=True)]) == 1
+        assert [r.estimated for r in await stores.usage.list_for_run("acme", "before")] == [False]
+        assert [r.estimated for r in await stores.usage.list_for_run("acme", "after")] == [True]
+    finally:
+        await stores.close()
+        await table_backend.dispose(settings)
