@@ -238,9 +238,7 @@ class Gateway:
         run_usage: dict[str, Any] = {**step_usage, "cost": str(cost) if cost is not None else None,
                                      "model_calls": 0 if error else 1, "model": served_model or alias.deployment}
         if estimated:
-            step_usage["estimated"] = True
-        if estimated:
-            run_usage["estimated"] = True
+            step_usage["estimated"] = run_usage["estimated"] = True
         if error:
             run_usage["error_code"] = error
         duration = round((time.perf_counter() - call.started) * 1000, 3)
@@ -256,7 +254,7 @@ class Gateway:
                 endpoint_host=urlsplit(call.connection.endpoint).hostname or "", prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens,
                 cached_tokens=usage.cached_tokens, reasoning_tokens=usage.reasoning_tokens, cost=cost,
-                recorded_at=now),)
+                recorded_at=now, estimated=estimated),)
         released = (call.lease.lease_id,) if call.lease is not None else ()
         try:
             await call.book.close(BookBatch(call.tenant_id, create_run=run, charges=charges, released=released))

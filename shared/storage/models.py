@@ -95,6 +95,7 @@ class UsageRecord:
     cost: Decimal | None = None
     recorded_at: datetime = field(default_factory=utcnow)
     api_key_id: str | None = None  # the API key that started the run; None: no key (CLI, schedule, webhook)
+    estimated: bool = False  # True: the tokens are an estimate (a gateway stream that ended before its usage chunk)
 
     @property
     def key(self) -> str:

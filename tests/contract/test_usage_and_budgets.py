@@ -95,6 +95,24 @@ async def test_usage_records_keep_the_api_key_and_summaries_group_by_key(stores)
     assert everyone[key1].cost == Decimal("5.3") and everyone[key1].runs == 2  # the operator's view, all tenants
 
 
+async def test_usage_records_keep_whether_their_tokens_are_estimated(stores):
+    tenant = "te-" + uuid.uuid4().hex[:6]
+    assert await stores.usage.record([replace(record(tenant, "r1", "s1"), estimated=True),
+                                      record(tenant, "r1", "s2")]) == 2
+    # the gateway's path: a charge in a BookBatch
+    await stores.bookkeeping.commit(BookBatch(tenant, charges=(
+        replace(record(tenant, "r2", "s1", prompt=7, completion=3), estimated=True),)))
+    assert [(r.step_id, r.estimated) for r in await stores.usage.list_for_run(tenant, "r1")] == [
+        ("s1", True), ("s2", False)]
+    assert [r.estimated for r in await stores.usage.list_for_run(tenant, "r2")] == [True]
+    # idempotent by key: the same call recorded again (estimated or not) changes nothing
+    assert await stores.usage.record([record(tenant, "r1", "s1"), replace(record(tenant, "r1", "s2"),
+                                                                           estimated=True)]) == 0
+    assert [r.estimated for r in await stores.usage.list_for_run(tenant, "r1")] == [True, False]
+    counters = await stores.budgets.counters(tenant, "2026-11")
+    assert counters.used_tokens == 15 + 15 + 10  # an estimate is charged like any record
+
+
 async def test_budget_reserve_charge_release(stores):
     tenant = "t-" + uuid.uuid4().hex[:6]
     book = stores.bookkeeping

@@ -54,18 +54,34 @@ async def serving(settings: Any, upstream: Any):
         await svc.close()
 
 
-@pytest.fixture
-async def gateway(tmp_path, upstream):
-    """The gateway on SQLite."""
-    async for served in serving(await sqlite_backend.provision(tmp_path), upstream):
-        yield served
-
-
-@pytest.fixture
-async def gateway_on_postgres(tmp_path, upstream):
+async def on_store(store: str, tmp_path: Any, upstream: Any):
+    if store == "sqlite":
+        async for served in serving(await sqlite_backend.provision(tmp_path), upstream):
+            yield served
+        return
     settings = await postgres_backend.provision(tmp_path)
     try:
         async for served in serving(settings, upstream):
             yield served
     finally:
         await postgres_backend.dispose(settings)
+
+
+@pytest.fixture
+async def gateway(tmp_path, upstream):
+    """The gateway on SQLite."""
+    async for served in on_store("sqlite", tmp_path, upstream):
+        yield served
+
+
+@pytest.fixture
+async def gateway_on_postgres(tmp_path, upstream):
+    async for served in on_store("postgres", tmp_path, upstream):
+        yield served
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def gateway_on_each_store(request, tmp_path, upstream):
+    """The gateway on SQLite, then on PostgreSQL."""
+    async for served in on_store(request.param, tmp_path, upstream):
+        yield served

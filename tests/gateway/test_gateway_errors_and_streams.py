@@ -125,28 +125,48 @@ async def test_a_stream_without_include_usage_gets_no_usage_chunk_but_is_still_m
     await client.close()
 
 
-async def test_a_client_that_leaves_mid_stream_is_charged_exactly_once(gateway):
-    key = await gateway.tenant("acme")
-    body = {"model": "chat", "stream": True, "max_tokens": 400,  # ~40 chunks, 20 ms apart: the client leaves early
-            "messages": [{"role": "user", "content": "[[fault:chunk-delay=20]] " + "write at length " * 40}]}
+async def leave_mid_stream(gateway, key: str, faults: str) -> tuple[str, list]:
+    """Streams a long answer (~40 chunks, 20 ms apart, plus `faults`), reads one chunk and goes away; returns the
+    request id and the ledger's records of it when the client left, once its charge is in (or after 5 s)."""
+    body = {"model": "chat", "stream": True, "max_tokens": 400,
+            "messages": [{"role": "user", "content": f"[[fault:chunk-delay=20]]{faults} " + "write at length " * 40}]}
     async with httpx.AsyncClient() as http:
         async with http.stream("POST", f"{gateway.base}/api/v1/chat/completions", headers={"x-api-key": key},
                                json=body) as response:
             request_id = response.headers["x-tenantflow-request-id"]
             async for _ in response.aiter_bytes():
                 break  # one chunk, then the client goes away
-    assert await usage_of(gateway, "acme", request_id) == []  # still streaming upstream
+    when_left = await usage_of(gateway, "acme", request_id)
     for _ in range(100):
-        records = await usage_of(gateway, "acme", request_id)
-        if records:
+        if await usage_of(gateway, "acme", request_id):
             break
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)  # a second charge, if there were one, would be in by now
+    return request_id, when_left
+
+
+async def test_a_client_that_leaves_mid_stream_is_charged_exactly_once(gateway):
+    key = await gateway.tenant("acme")
+    request_id, when_left = await leave_mid_stream(gateway, key, "")
+    assert when_left == []  # still streaming upstream
     records = await usage_of(gateway, "acme", request_id)
     assert len(records) == 1 and records[0].completion_tokens > 0
+    assert records[0].estimated is False  # the real usage chunk, read after the client left
     run = await gateway.svc.stores.runs.get("acme", request_id)
     assert run.status == "succeeded" and run.usage["total_tokens"] == records[0].total_tokens
-    assert "estimated" not in run.usage  # the real usage chunk, read after the client left
+    assert "estimated" not in run.usage
+
+
+async def test_a_client_that_leaves_a_stream_whose_upstream_never_reports_usage_is_charged_an_estimate_once(
+        gateway_on_each_store):
+    gateway = gateway_on_each_store
+    key = await gateway.tenant("acme")
+    request_id, _ = await leave_mid_stream(gateway, key, "[[fault:stream-break]]")  # no usage chunk ever comes
+    records = await usage_of(gateway, "acme", request_id)
+    assert len(records) == 1 and records[0].prompt_tokens > 0 and records[0].completion_tokens > 0
+    assert records[0].estimated is True  # on the ledger row itself, not only on the run
+    run = await gateway.svc.stores.runs.get("acme", request_id)
+    assert run.usage["estimated"] is True and run.usage["total_tokens"] == records[0].total_tokens
 
 
 async def test_an_upstream_that_breaks_off_mid_stream_is_charged_an_estimate_marked_estimated(gateway):
@@ -162,6 +182,7 @@ async def test_an_upstream_that_breaks_off_mid_stream_is_charged_an_estimate_mar
     request_id = raw.headers["x-tenantflow-request-id"]
     records = await usage_of(gateway, "acme", request_id)
     assert len(records) == 1 and records[0].prompt_tokens > 0 and records[0].completion_tokens > 0
+    assert records[0].estimated is True
     run = await gateway.svc.stores.runs.get("acme", request_id)
     assert run.usage["estimated"] is True and run.steps[0].usage["estimated"] is True
     await client.close()

@@ -233,7 +233,8 @@ def usage_row(r: UsageRecord) -> dict[str, Any]:
             "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
             "total_tokens": r.total_tokens, "cached_tokens": r.cached_tokens, "reasoning_tokens": r.reasoning_tokens,
             "cost": None if r.cost is None else str(r.cost), "recorded_at": time_text(r.recorded_at),
-            "day": r.recorded_at.astimezone(UTC).date().isoformat(), "api_key_id": r.api_key_id}
+            "day": r.recorded_at.astimezone(UTC).date().isoformat(), "api_key_id": r.api_key_id,
+            "estimated": r.estimated}
 
 
 def run_row(run: RunRecord) -> dict[str, Any]:

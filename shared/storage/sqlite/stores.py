@@ -262,7 +262,8 @@ class SqliteUsageLedger(UsageLedger):
         return [UsageRecord(r["tenant_id"], r["run_id"], r["flow_id"], r["step_id"], r["iteration"], r["attempt"],
                             r["model"], r["endpoint_host"], r["prompt_tokens"], r["completion_tokens"],
                             r["total_tokens"], r["cached_tokens"], r["reasoning_tokens"], decimal_or_none(r["cost"]),
-                            parse_required_time(r["recorded_at"]), r["api_key_id"]) for r in found]
+                            parse_required_time(r["recorded_at"]), r["api_key_id"], bool(r["estimated"]))
+                for r in found]
 
 
 GROUP_COLUMNS = {"day": "day", "model": "model", "flow": "flow_id", "tenant": "tenant_id",
@@ -358,11 +359,11 @@ def apply_book(c: sqlite3.Connection, batch: BookBatch) -> tuple[BookResult, Any
     state = BookState({p: read_counters(c, tenant, p) for p in touched_periods(batch, held)},
                       {lease.lease_id: lease for lease in held}, recorded)
     writes = plan(batch, state)
-    c.executemany("INSERT INTO usage_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+    c.executemany("INSERT INTO usage_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
         (r.tenant_id, r.run_id, r.step_id, r.iteration, r.attempt, r.flow_id, r.model, r.endpoint_host,
          r.prompt_tokens, r.completion_tokens, r.total_tokens, r.cached_tokens, r.reasoning_tokens,
          None if r.cost is None else str(r.cost), time_text(r.recorded_at),
-         r.recorded_at.astimezone(UTC).date().isoformat(), r.api_key_id) for r in writes.records])
+         r.recorded_at.astimezone(UTC).date().isoformat(), r.api_key_id, int(r.estimated)) for r in writes.records])
     c.executemany("DELETE FROM budget_leases WHERE tenant_id = ? AND lease_id = ?",
                   [(tenant, lease.lease_id) for lease in writes.deleted_leases])
     if writes.new_lease is not None:

@@ -299,7 +299,8 @@ def usage_entity(r: UsageRecord) -> dict[str, Any]:
             "completion_tokens": r.completion_tokens, "total_tokens": r.total_tokens,
             "cached_tokens": r.cached_tokens, "reasoning_tokens": r.reasoning_tokens,
             "cost": None if r.cost is None else str(r.cost), "recorded_at": time_text(r.recorded_at),
-            "day": r.recorded_at.astimezone(UTC).date().isoformat(), "api_key_id": r.api_key_id}
+            "day": r.recorded_at.astimezone(UTC).date().isoformat(), "api_key_id": r.api_key_id,
+            "estimated": r.estimated}
 
 
 def usage_of(e: Any) -> UsageRecord:
@@ -307,7 +308,8 @@ def usage_of(e: Any) -> UsageRecord:
                        int(e["attempt"]), e["model"], e["endpoint_host"], int(e["prompt_tokens"]),
                        int(e["completion_tokens"]), int(e["total_tokens"]), int(e["cached_tokens"]),
                        int(e["reasoning_tokens"]), decimal_or_none(e.get("cost")),
-                       parse_required_time(e["recorded_at"]), e.get("api_key_id"))
+                       parse_required_time(e["recorded_at"]), e.get("api_key_id"),
+                       e.get("estimated") is True)  # absent in entities written before the property existed
 
 
 class TableUsageLedger(UsageLedger):
