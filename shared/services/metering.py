@@ -25,12 +25,13 @@ from typing import Any
 from shared.engine.ports import ChatRequest, ChatResult, ModelPort, StepFailure
 from shared.engine.usage import TokenUsage
 from shared.services.prices import PriceBook
+from shared.settings import FUNCTION_TIMEOUT_SECONDS
 from shared.storage.models import BookBatch, BookResult, Budget, Lease, RunRecord, UsageRecord, period_of
 from shared.storage.ports import Bookkeeping, StoreUnavailable
 
 log = logging.getLogger(__name__)
 COMPLETION_BOUND = 4096
-FUNCTION_TIMEOUT = timedelta(minutes=10)  # host.json functionTimeout: no invocation outlives it
+FUNCTION_TIMEOUT = timedelta(seconds=FUNCTION_TIMEOUT_SECONDS)  # host.json functionTimeout: no invocation outlives it
 LEASE_TTL = FUNCTION_TIMEOUT + timedelta(minutes=1)  # a lease outlives its call by at most this; the sweep frees it
 
 
