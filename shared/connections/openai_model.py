@@ -191,7 +191,7 @@ class OpenAIModelPort(ModelPort):
                     raise deadline.exceeded(f"during model call attempt {attempt} to {host} ({outcome.failure})")
                 if attempt < self.max_attempts and left <= outcome.delay:  # no attempt could follow the wait
                     raise deadline.exceeded(f"before model call attempt {attempt + 1} to {host}, which would wait "
-                                            f"{outcome.delay:.1f} s ({outcome.failure})")
+                                            f"{round(outcome.delay, 2):g} s ({outcome.failure})")
             if attempt == self.max_attempts:
                 raise outcome.failure
             await self.sleep(outcome.delay)
