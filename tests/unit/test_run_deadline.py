@@ -182,3 +182,42 @@ async def test_a_streamed_answer_still_coming_at_the_deadline_is_cut(emulator):
         assert str(cut.value).endswith("passed while the answer from 127.0.0.1 was streamed")
     finally:
         await port.close()
+
+
+FAN_OUT = """
+id: fan-out
+inputs:
+  xs: {type: list, required: true}
+steps:
+  - id: each
+    kind: for_each
+    items: "{{ inputs.xs }}"
+    as: x
+    concurrency: 2
+    steps:
+      - id: ask
+        kind: chat_completion
+        connection: default
+        model: gpt-4o-mini
+        user_prompt: "{{ x }}"
+outputs:
+  done: "{{ true }}"
+"""
+
+
+async def test_concurrent_iterations_start_no_round_past_the_deadline(tmp_path):
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "fan-out.yaml").write_text(FAN_OUT)
+    clock = ManualClock(NOW)
+    model = SlowModel(clock, seconds=100)  # two calls at once: the round ends 200 s later on the test's clock
+    svc, _ = await services(tmp_path, clock, model, flows_dir=tmp_path / "flows", run_deadline_seconds=150)
+    try:
+        run = await svc.runs.run("contoso", "fan-out", {"xs": ["a", "b", "c", "d"]}, "cli")
+        assert run.error == ("step ask: deadline_exceeded: the run's limit of 150 s "
+                             "(TENANTFLOW_RUN_DEADLINE_SECONDS) passed before the step started")
+        assert sorted(r.messages[-1]["content"] for r in model.requests) == ["a", "b"]
+        assert [(s.iteration, s.status) for s in run.steps if s.id == "ask"] == [  # after a failure no item starts
+            (0, "succeeded"), (1, "succeeded"), (2, "failed")]
+        assert len(await books_balance(svc, run, period_of(NOW))) == 2
+    finally:
+        await svc.close()
