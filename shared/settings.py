@@ -166,14 +166,14 @@ class Settings:
             model_timeout_seconds=number("TENANTFLOW_MODEL_TIMEOUT_SECONDS", defaults.model_timeout_seconds, 1, 600),
             model_max_attempts=int(number("TENANTFLOW_MODEL_MAX_ATTEMPTS", defaults.model_max_attempts, 1, 10, True)),
             sync_limit_seconds=number("TENANTFLOW_SYNC_LIMIT_SECONDS", defaults.sync_limit_seconds, 1, 230),
-            run_deadline_seconds=run_deadline(number("TENANTFLOW_RUN_DEADLINE_SECONDS", defaults.run_deadline_seconds,
-                                                     1, 86400)),
+            run_deadline_seconds=checked_run_deadline(number("TENANTFLOW_RUN_DEADLINE_SECONDS",
+                                                             defaults.run_deadline_seconds, 1, 86400)),
             trust_easy_auth=trust_easy_auth == "true",
             capture_prompts=capture_prompts == "true",
         )
 
 
-def run_deadline(seconds: float) -> float:
+def checked_run_deadline(seconds: float) -> float:
     if seconds >= FUNCTION_TIMEOUT_SECONDS:
         raise SettingsError(f"TENANTFLOW_RUN_DEADLINE_SECONDS: must be below host.json functionTimeout "
                             f"({FUNCTION_TIMEOUT_SECONDS} s), leaving time to record the run's end; got {seconds:g}")
