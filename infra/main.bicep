@@ -299,6 +299,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'TENANTFLOW_MODEL_TIMEOUT_SECONDS', value: '45' }
         { name: 'TENANTFLOW_MODEL_MAX_ATTEMPTS', value: '3' }
         { name: 'TENANTFLOW_SYNC_LIMIT_SECONDS', value: '200' }
+        // queue and timer runs end failed (deadline_exceeded) after 570 s, 30 s before host.json's functionTimeout
+        { name: 'TENANTFLOW_RUN_DEADLINE_SECONDS', value: '570' }
       ]
     }
   }

@@ -111,7 +111,8 @@ async def build_services(settings: Settings | None = None, *, stores: Stores | N
 
     runs = RunService(stores, catalog, model, executor_factory, prices, now=clock.now, queue=queue,
                       sync_limit_seconds=settings.sync_limit_seconds, call_limits=ModelCallLimits(
-                          settings.model_timeout_seconds, settings.model_max_attempts, MAX_RETRY_WAIT))
+                          settings.model_timeout_seconds, settings.model_max_attempts, MAX_RETRY_WAIT),
+                      run_deadline_seconds=settings.run_deadline_seconds)
     usage = UsageService(stores.usage_queries, stores.budgets)
     gateway = Gateway(stores.aliases, credentials, endpoints, stores.bookkeeping, runs.budget, prices,
                       Upstream(outbound, endpoints, settings.model_timeout_seconds, azure_credential), now=clock.now)

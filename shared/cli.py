@@ -10,6 +10,7 @@ import asyncio
 import importlib
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from shared.engine.model import Flow
     from shared.services.operator import CredentialInput, Operator
     from shared.settings import Settings
 
@@ -109,10 +111,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if not args.quiet:
             steps = len(flow.walk())
             print(f"{path}: ok (flow {flow.id}, {steps} step{'s' if steps != 1 else ''})")
+        warning = deadline_warning(flow, settings)
+        if warning:
+            print(f"{path}: warning: {warning}", file=sys.stderr)
     if failed:
         print(f"{failed} of {len(paths)} flow files invalid", file=sys.stderr)
         return EXIT_INVALID
     return EXIT_OK
+
+
+def deadline_warning(flow: Flow, settings: Settings) -> str | None:
+    """Why a run of `flow` may not finish before the run deadline of a queue, timer or CLI run, or None."""
+    from shared.engine.worst_case import MAX_RETRY_WAIT, ModelCallLimits, flow_worst_case
+
+    limits = ModelCallLimits(settings.model_timeout_seconds, settings.model_max_attempts, MAX_RETRY_WAIT)
+    worst = flow_worst_case(flow, limits)
+    if worst.seconds <= settings.run_deadline_seconds:
+        return None
+    total = "is unbounded" if math.isinf(worst.seconds) else f"of {worst.seconds:g} s"
+    share = "a loop bound known only at run time" if math.isinf(worst.step_seconds) else f"{worst.step_seconds:g} s"
+    return (f"flow {flow.id}: worst case {total} exceeds the run deadline of {settings.run_deadline_seconds:g} s "
+            f"(TENANTFLOW_RUN_DEADLINE_SECONDS); step {worst.step_id} dominates with {share} (one model call: up to "
+            f"{limits.worst_case_seconds():g} s). A run that long ends failed (deadline_exceeded): fewer loop rounds "
+            "(max_iterations, concurrency) or a shorter model timeout keep it inside")
 
 
 def step_progress() -> Any:

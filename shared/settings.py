@@ -15,6 +15,7 @@ from shared.secret import EncryptionKey, KeyFormatError, Secret, parse_encryptio
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STORES = ("sqlite", "postgres", "table")
+FUNCTION_TIMEOUT_SECONDS = 600  # host.json functionTimeout: the host stops any invocation after it (a test checks)
 
 SETTING_NAMES = (
     "TENANTFLOW_STORE",
@@ -42,6 +43,7 @@ SETTING_NAMES = (
     "TENANTFLOW_MODEL_TIMEOUT_SECONDS",
     "TENANTFLOW_MODEL_MAX_ATTEMPTS",
     "TENANTFLOW_SYNC_LIMIT_SECONDS",
+    "TENANTFLOW_RUN_DEADLINE_SECONDS",
     "TENANTFLOW_TRUST_EASY_AUTH",
     "TENANTFLOW_CAPTURE_PROMPTS",
 )
@@ -85,6 +87,8 @@ class Settings:
     model_timeout_seconds: float = 45.0
     model_max_attempts: int = 3
     sync_limit_seconds: float = 200.0  # a sync run that may take longer answers 202 and runs from the queue
+    # a queue, timer or CLI run ends `failed` (deadline_exceeded) after this; the rest of functionTimeout records it
+    run_deadline_seconds: float = 570.0
     trust_easy_auth: bool = False  # honour x-ms-client-principal (only behind App Service Authentication)
     capture_prompts: bool = False  # model-call spans carry the messages and the completion (opt-in)
 
@@ -162,9 +166,18 @@ class Settings:
             model_timeout_seconds=number("TENANTFLOW_MODEL_TIMEOUT_SECONDS", defaults.model_timeout_seconds, 1, 600),
             model_max_attempts=int(number("TENANTFLOW_MODEL_MAX_ATTEMPTS", defaults.model_max_attempts, 1, 10, True)),
             sync_limit_seconds=number("TENANTFLOW_SYNC_LIMIT_SECONDS", defaults.sync_limit_seconds, 1, 230),
+            run_deadline_seconds=checked_run_deadline(number("TENANTFLOW_RUN_DEADLINE_SECONDS",
+                                                             defaults.run_deadline_seconds, 1, 86400)),
             trust_easy_auth=trust_easy_auth == "true",
             capture_prompts=capture_prompts == "true",
         )
+
+
+def checked_run_deadline(seconds: float) -> float:
+    if seconds >= FUNCTION_TIMEOUT_SECONDS:
+        raise SettingsError(f"TENANTFLOW_RUN_DEADLINE_SECONDS: must be below host.json functionTimeout "
+                            f"({FUNCTION_TIMEOUT_SECONDS} s), leaving time to record the run's end; got {seconds:g}")
+    return seconds
 
 
 def comma_list(value: str | None) -> tuple[str, ...]:

@@ -31,10 +31,10 @@ from shared.engine.ports import (
     ToolCall,
 )
 from shared.engine.usage import TokenUsage
+from shared.engine.worst_case import MAX_RETRY_WAIT
 from shared.secret import redact_text
 
 COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
-MAX_RETRY_WAIT = 30.0
 USER_AGENT = "tenantflow"
 
 
@@ -176,24 +176,35 @@ class OpenAIModelPort(ModelPort):
         host = urlsplit(connection.endpoint).hostname or ""
         body = request_body(request)
         payload = b"" if request.stream else json.dumps(body).encode()  # a stream goes through the SDK
+        deadline = request.deadline
         for attempt in range(1, self.max_attempts + 1):
-            outcome = await (self.attempt_streamed(client, body, request, host, attempt) if request.stream
-                             else self.attempt(client, payload, request, host, attempt))
+            timeout = self.timeout
+            if deadline is not None:  # an attempt gets at most the time the run has left
+                timeout = min(timeout, deadline.check(f"before model call attempt {attempt} to {host}"))
+            outcome = await (self.attempt_streamed(client, body, request, host, attempt, timeout) if request.stream
+                             else self.attempt(client, payload, request, host, attempt, timeout))
             if isinstance(outcome, ChatResult):
                 return outcome
+            if deadline is not None:
+                left = deadline.remaining()
+                if left <= 0:  # the attempt's timeout was the time left
+                    raise deadline.exceeded(f"during model call attempt {attempt} to {host} ({outcome.failure})")
+                if attempt < self.max_attempts and left <= outcome.delay:  # no attempt could follow the wait
+                    raise deadline.exceeded(f"before model call attempt {attempt + 1} to {host}, which would wait "
+                                            f"{round(outcome.delay, 2):g} s ({outcome.failure})")
             if attempt == self.max_attempts:
                 raise outcome.failure
             await self.sleep(outcome.delay)
         raise StepFailure(f"no answer from {host}", "model_unavailable")  # pragma: no cover - loop always returns
 
     async def attempt(self, client: ModelClient, payload: bytes, request: ChatRequest, host: str,
-                      attempt: int) -> ChatResult | Retry:
-        """One POST of the chat completion's JSON."""
+                      attempt: int, timeout: float) -> ChatResult | Retry:
+        """One POST of the chat completion's JSON, answered within `timeout` seconds."""
         import aiohttp
 
         try:
             answer = await self.clients.outbound.post(client.chat_url(request.model), await client.request_headers(),
-                                                      payload, self.timeout)
+                                                      payload, timeout)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             refused = outbound_refusal(exc)  # raised here, or by the resolver and wrapped by aiohttp
             if refused is not None:
@@ -208,12 +219,13 @@ class OpenAIModelPort(ModelPort):
         return status_failure(answer.status, error, answer.headers, host, request, attempt)
 
     async def attempt_streamed(self, client: ModelClient, body: dict[str, Any], request: ChatRequest, host: str,
-                               attempt: int) -> ChatResult | Retry:
-        """One streamed call through the openai SDK; its errors are judged like a plain call's."""
+                               attempt: int, timeout: float) -> ChatResult | Retry:
+        """One streamed call through the openai SDK; its errors are judged like a plain call's. The SDK's timeout
+        bounds each read; with a run deadline the whole stream must also end within `timeout`."""
         import openai
 
         try:
-            stream = await client.sdk().chat.completions.create(**body, timeout=self.timeout)
+            stream = await client.sdk().chat.completions.create(**body, timeout=timeout)
         except openai.APIStatusError as exc:
             return status_failure(exc.status_code, exc.body, exc.response.headers, host, request, attempt)
         except openai.APIConnectionError as exc:
@@ -221,7 +233,14 @@ class OpenAIModelPort(ModelPort):
             if refused is not None:
                 raise StepFailure(str(refused), refusal_code(refused)) from None
             return unreachable(host, attempt, connection_lost=True)
-        return await read_stream(stream, request, host, attempt)
+        if request.deadline is None:
+            return await read_stream(stream, request, host, attempt)
+        try:
+            async with asyncio.timeout(request.deadline.remaining()):
+                return await read_stream(stream, request, host, attempt)
+        except TimeoutError:
+            await stream.close()
+            raise request.deadline.exceeded(f"while the answer from {host} was streamed") from None
 
     async def close(self) -> None:
         await self.clients.close()

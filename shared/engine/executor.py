@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.engine.chat_template import chat_template_messages
+from shared.engine.deadline import Deadline, DeadlineExceeded
 from shared.engine.model import Flow, Step
 from shared.engine.model_names import MODEL_NAME_RULE, is_model_name
 from shared.engine.observer import RunObserver, StepOutcome, notify
@@ -39,6 +40,7 @@ class RunContext:
     tenant_name: str
     run_id: str
     trigger: str = "cli"
+    deadline: Deadline | None = None  # checked before each step and passed to each model call
 
 
 @dataclass
@@ -104,6 +106,8 @@ class FlowExecutor:
         state.outcomes.append(outcome)
         notify(state.observer.step_started, outcome)
         try:
+            if state.context.deadline is not None:
+                state.context.deadline.check("before the step started")
             await STEP_HANDLERS[step.kind](self, step, state, outcome)
             outcome.status = "succeeded"
         except ReturnSignal:
@@ -116,6 +120,8 @@ class FlowExecutor:
             outcome.status, outcome.error, outcome.error_code = "failed", str(exc), exc.code
             if str(exc).startswith("step "):
                 raise
+            if isinstance(exc, DeadlineExceeded):
+                raise DeadlineExceeded(f"step {step.id}: {exc}", {**exc.details, "step": step.id}) from None
             raise StepFailure(f"step {step.id}: {exc}", exc.code, exc.details) from None
         finally:
             if outcome.status == "running":  # cancelled, or a bug: not a success
@@ -223,6 +229,7 @@ class FlowExecutor:
             on_delta=(lambda delta: notify(observer.token, step.id, iteration, delta)) if step.get("stream") else None,
             step_id=step.id,
             iteration=iteration,
+            deadline=state.context.deadline,
         )
         result = await self.model.chat(request)
         outcome.usage = result.usage
@@ -338,6 +345,8 @@ class FlowExecutor:
     async def step_try(self, step: Step, state: RunState, outcome: StepOutcome) -> None:
         try:
             await self.run_steps(step.blocks.get("steps", []), state)
+        except DeadlineExceeded:  # no time is left for the catch steps either
+            raise
         except StepFailure as exc:
             name = step.get("error_variable")
             state.scope[name] = {"message": str(exc), "code": exc.code}

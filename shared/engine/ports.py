@@ -8,10 +8,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.engine.usage import TokenUsage
 from shared.secret import Secret
+
+if TYPE_CHECKING:
+    from shared.engine.deadline import Deadline
 
 
 class StepFailure(Exception):
@@ -52,6 +55,7 @@ class ChatRequest:
     on_delta: Callable[[str], None] | None = None  # called with each content delta of a streamed answer
     step_id: str = ""
     iteration: int = 0
+    deadline: Deadline | None = None  # the run's: no attempt starts, and no retry wait begins, past it
 
 
 @dataclass(frozen=True)

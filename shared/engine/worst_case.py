@@ -4,7 +4,9 @@ One model call takes at most `attempts` × `timeout` plus a wait before each ret
 to a cap). Steps in a list add up; `if` takes its longer branch; `try` its steps and then its `catch`; `for_each`
 runs its body once per item, `concurrency` at a time, up to `max_iterations` (or the length of a literal list of
 items). A bound that is a template cannot be known before the run: the flow's worst case is then unbounded.
-The HTTP layer compares the result with TENANTFLOW_SYNC_LIMIT_SECONDS to answer a sync request with 202 instead.
+The HTTP layer compares the result with TENANTFLOW_SYNC_LIMIT_SECONDS to answer a sync request with 202 instead;
+`tenantflow validate` warns when it exceeds the run deadline (TENANTFLOW_RUN_DEADLINE_SECONDS), naming the step that
+weighs most.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import math
 from dataclasses import dataclass
 
 from shared.engine.model import Flow, Step
+
+MAX_RETRY_WAIT = 30.0  # a model port honours a `retry-after` up to this many seconds
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,22 @@ class ModelCallLimits:
 def flow_worst_case_seconds(flow: Flow, limits: ModelCallLimits) -> float:
     """Seconds, or `math.inf` when a loop bound is a template."""
     return steps_worst_case_seconds(flow.steps, limits.worst_case_seconds())
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    seconds: float  # the flow's, or math.inf
+    step_id: str | None  # the top-level step that weighs most (None: no step can take time)
+    step_seconds: float
+
+
+def flow_worst_case(flow: Flow, limits: ModelCallLimits) -> WorstCase:
+    """The flow's worst case, and the top-level step that dominates it."""
+    call = limits.worst_case_seconds()
+    weights = [(step_worst_case_seconds(step, call), step.id) for step in flow.steps]
+    heaviest = max(weights, default=(0.0, None), key=lambda weight: weight[0])
+    return WorstCase(sum((seconds for seconds, _ in weights), 0.0),
+                     heaviest[1] if heaviest[0] > 0 else None, heaviest[0])
 
 
 def steps_worst_case_seconds(steps: list[Step], model_call_seconds: float) -> float:

@@ -118,7 +118,7 @@ async def streamed_run(svc: Services, tenant: Tenant, flow: str, inputs: dict[st
     assert prepared.flow is not None  # a new run (no run id was given)
     events = QueuedRunEvents()
     task = asyncio.create_task(svc.runs.execute(prepared.run, prepared.flow, prepared.tenant, stored=prepared.stored,
-                                                observer=events))
+                                                observer=events, in_request=True))
     RUNNING.add(task)
 
     def ended(done: asyncio.Task[Any]) -> None:

@@ -25,13 +25,15 @@ from typing import Any
 from shared.engine.ports import ChatRequest, ChatResult, ModelPort, StepFailure
 from shared.engine.usage import TokenUsage
 from shared.services.prices import PriceBook
+from shared.settings import FUNCTION_TIMEOUT_SECONDS
 from shared.storage.models import BookBatch, BookResult, Budget, Lease, RunRecord, UsageRecord, period_of
 from shared.storage.ports import Bookkeeping, StoreUnavailable
 
 log = logging.getLogger(__name__)
 COMPLETION_BOUND = 4096
-FUNCTION_TIMEOUT = timedelta(minutes=10)  # host.json functionTimeout: no invocation outlives it
+FUNCTION_TIMEOUT = timedelta(seconds=FUNCTION_TIMEOUT_SECONDS)  # host.json functionTimeout: no invocation outlives it
 LEASE_TTL = FUNCTION_TIMEOUT + timedelta(minutes=1)  # a lease outlives its call by at most this; the sweep frees it
+CLOSE_RETRY_SECONDS = 30.0  # a run's closing transaction is retried this long; the run deadline leaves room for it
 
 
 def period_reset(period: str) -> datetime:
@@ -61,7 +63,8 @@ class RunBook:
     for_each with concurrency): commits are serialised."""
 
     def __init__(self, store: Bookkeeping, tenant_id: str, new_run: RunRecord | None = None,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep, close_deadline: float = 30.0) -> None:
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+                 close_deadline: float = CLOSE_RETRY_SECONDS) -> None:
         self.store = store
         self.tenant_id = tenant_id
         self.new_run = new_run  # inserted by the first commit

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from shared.engine.deadline import Deadline
 from shared.engine.errors import FlowError
 from shared.engine.executor import FlowExecutor, RunContext, RunObserver, RunOutcome
 from shared.engine.inputs import coerce_inputs
@@ -92,9 +93,11 @@ class RunService:
     def __init__(self, stores: Stores, catalog: FlowCatalog, model: ModelPort, executor_factory: Callable[
             [ModelPort], FlowExecutor], prices: PriceBook, now: Callable[[], datetime] | None = None,
                  queue: RunQueue | None = None, sync_limit_seconds: float = math.inf,
-                 call_limits: ModelCallLimits | None = None) -> None:
+                 call_limits: ModelCallLimits | None = None, run_deadline_seconds: float = math.inf) -> None:
         self.stores = stores
-        self.sync_limit_seconds = sync_limit_seconds  # a sync request for a longer flow runs from the queue
+        # a sync request for a longer flow runs from the queue; a sync run still going on at this limit fails
+        self.sync_limit_seconds = sync_limit_seconds
+        self.run_deadline_seconds = run_deadline_seconds  # the limit of every other run (queue, timer, CLI)
         self.call_limits = call_limits
         self.queue = queue or UnconfiguredRunQueue()
         self.catalog = catalog
@@ -164,15 +167,15 @@ class RunService:
         return Prepared(run, True, flow, tenant)
 
     async def run(self, tenant_id: str, flow_ref: str | Flow, raw_inputs: Any, trigger: str, *,
-                  observer: RunObserver | None = None, **options: Any) -> RunRecord:
-        """Prepares and executes a run now (sync). An idempotent replay returns the stored run unchanged. A new
-        run is stored with its first transaction (see `execute`). `observer` sees steps start and finish, and
-        streamed tokens, while the run goes on."""
+                  observer: RunObserver | None = None, in_request: bool = False, **options: Any) -> RunRecord:
+        """Prepares and executes a run now. An idempotent replay returns the stored run unchanged. A new run is
+        stored with its first transaction (see `execute`). `observer` sees steps start and finish, and streamed
+        tokens, while the run goes on. `in_request`: an HTTP request waits for it (see `execute`)."""
         prepared = await self.prepare(tenant_id, flow_ref, raw_inputs, trigger, record=False, **options)
         if not prepared.created or prepared.flow is None:
             return prepared.run
         return await self.execute(prepared.run, prepared.flow, prepared.tenant, stored=prepared.stored,
-                                  observer=observer)
+                                  observer=observer, in_request=in_request)
 
     async def start(self, tenant_id: str, flow_ref: str, inputs: Any, trigger: str, *, wait: bool,
                     idempotency_key: str | None = None, request_hash: str | None = None,
@@ -199,7 +202,7 @@ class RunService:
         options: dict[str, Any] = {"idempotency_key": idempotency_key, "request_hash": request_hash,
                                    "run_id": run_id, "tenant": tenant, "api_key_id": api_key_id}
         if wait:
-            run = await self.run(tenant_id, flow_ref, inputs, trigger, **options)
+            run = await self.run(tenant_id, flow_ref, inputs, trigger, in_request=True, **options)
             if run.request_hash != request_hash:
                 raise IdempotencyConflict("this Idempotency-Key was used with another request")
             return StartedRun(run, accepted=False)
@@ -244,15 +247,20 @@ class RunService:
         return await self.stores.runs.transition(tenant_id, run_id, ("queued",), "running")
 
     async def execute(self, run: RunRecord, flow: Flow, tenant: Tenant, stored: bool = True,
-                      observer: RunObserver | None = None) -> RunRecord:
+                      observer: RunObserver | None = None, in_request: bool = False) -> RunRecord:
         """Runs the flow, metered. Store transactions: the first (creating the run when `stored` is False) goes
         with the first model call's reserve, each charge with the next transaction, and the last holds the
         run's final state. A run that fails because of the app raises RunNotCompleted (never a 200). With
-        telemetry configured, the run and each step are spans (shared.telemetry)."""
+        telemetry configured, the run and each step are spans (shared.telemetry).
+
+        The run has a deadline from now: the sync limit when an HTTP request waits for it (`in_request`), else the
+        run deadline, both below the host's functionTimeout. Past it the run ends `failed` (deadline_exceeded),
+        its served calls charged and its leases released, instead of being stopped by the host."""
         from shared.telemetry import telemetry_configured
 
+        deadline = self.deadline_from_now(in_request)
         if not telemetry_configured():
-            return await self.carry_out(run, flow, tenant, stored, observer)
+            return await self.carry_out(run, flow, tenant, stored, observer, deadline)
         from shared.engine.observer import ObserverFanOut
         from shared.telemetry import StepSpans, telemetry
 
@@ -260,17 +268,26 @@ class RunService:
         with traced.run_span(tenant.id, flow.id, run.run_id, run.trigger) as span:
             steps = StepSpans(traced)
             done = await self.carry_out(run, flow, tenant, stored,
-                                        ObserverFanOut(observer, steps) if observer else steps)
+                                        ObserverFanOut(observer, steps) if observer else steps, deadline)
             span.status, span.error_code = done.status, done.usage.get("error_code")
             return done
 
+    def deadline_from_now(self, in_request: bool) -> Deadline | None:
+        """A run's deadline, told by the injected clock; None without a limit."""
+        seconds, source = ((self.sync_limit_seconds, "TENANTFLOW_SYNC_LIMIT_SECONDS") if in_request
+                           else (self.run_deadline_seconds, "TENANTFLOW_RUN_DEADLINE_SECONDS"))
+        if math.isinf(seconds):
+            return None
+        started = self.now()
+        return Deadline(seconds, lambda: seconds - (self.now() - started).total_seconds(), source)
+
     async def carry_out(self, run: RunRecord, flow: Flow, tenant: Tenant, stored: bool,
-                        observer: RunObserver | None) -> RunRecord:
+                        observer: RunObserver | None, deadline: Deadline | None) -> RunRecord:
         book = RunBook(self.stores.bookkeeping, tenant.id, new_run=None if stored else run)
         metered = MeteredModelPort(self.model, book, self.prices, run.run_id, flow.id,
                                    lambda: self.budget(tenant.id), now=self.now, api_key_id=run.api_key_id)
         executor = self.executor_factory(metered)
-        context = RunContext(tenant.id, tenant.name, run.run_id, run.trigger)
+        context = RunContext(tenant.id, tenant.name, run.run_id, run.trigger, deadline)
         failure: tuple[str, str] | None = None
         try:
             outcome = await executor.run(flow, run.inputs, context, observer)

@@ -13,8 +13,16 @@ from shared.bootstrap import build_services
 from shared.connections.openai_model import MAX_RETRY_WAIT, OpenAIModelPort
 from shared.engine.model import Step
 from shared.engine.parser import parse_flow, parse_flow_file
-from shared.engine.worst_case import ModelCallLimits, flow_worst_case_seconds, step_worst_case_seconds
-from shared.settings import Settings, SettingsError
+from shared.engine.worst_case import (
+    ModelCallLimits,
+    WorstCase,
+    flow_worst_case,
+    flow_worst_case_seconds,
+    step_worst_case_seconds,
+)
+from shared.services.metering import CLOSE_RETRY_SECONDS, FUNCTION_TIMEOUT
+from shared.settings import FUNCTION_TIMEOUT_SECONDS, Settings, SettingsError
+from tests.cli_runner import cli_runner
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 LIMITS = ModelCallLimits(timeout_seconds=10, max_attempts=3, max_retry_wait_seconds=5)  # one call: 30 + 10 = 40 s
@@ -127,3 +135,60 @@ async def test_the_app_s_model_port_uses_the_time_settings(tmp_path):
         assert (services.model.timeout, services.model.max_attempts) == (12, 2)
     finally:
         await services.stores.close()
+
+
+def test_the_run_deadline_ends_a_run_before_function_timeout_with_time_left_to_record_it():
+    assert FUNCTION_TIMEOUT_SECONDS == function_timeout_seconds() == FUNCTION_TIMEOUT.total_seconds()
+    deadline = Settings().run_deadline_seconds
+    assert deadline + CLOSE_RETRY_SECONDS <= function_timeout_seconds()  # the closing transaction's retries fit
+    assert Settings().sync_limit_seconds < deadline
+    example = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    assert float(example["TENANTFLOW_RUN_DEADLINE_SECONDS"]) == deadline
+    assert f"{{ name: 'TENANTFLOW_RUN_DEADLINE_SECONDS', value: '{deadline:g}' }}" in (
+        ROOT / "infra" / "main.bicep").read_text()
+
+
+def test_a_run_deadline_at_or_past_function_timeout_is_refused_at_load():
+    assert Settings.from_env({"TENANTFLOW_RUN_DEADLINE_SECONDS": "300"}).run_deadline_seconds == 300
+    for value in ("600", "900"):
+        with pytest.raises(SettingsError) as error:
+            Settings.from_env({"TENANTFLOW_RUN_DEADLINE_SECONDS": value})
+        assert str(error.value) == ("TENANTFLOW_RUN_DEADLINE_SECONDS: must be below host.json functionTimeout (600 s), "
+                                    f"leaving time to record the run's end; got {value}")
+    with pytest.raises(SettingsError, match=r"^TENANTFLOW_RUN_DEADLINE_SECONDS: not a number: 'soon'$"):
+        Settings.from_env({"TENANTFLOW_RUN_DEADLINE_SECONDS": "soon"})
+
+
+def test_the_worst_case_names_the_step_that_weighs_most():
+    flow = parse_flow("id: f\nsteps:" + chat("a") + """
+      - id: each
+        kind: for_each
+        items: "{{ inputs.xs }}"
+        as: x
+        max_iterations: 4
+        steps:""" + chat("b").replace("\n      ", "\n          ") + chat("c"), "f.yaml")
+    worst = flow_worst_case(flow, LIMITS)
+    assert (worst.seconds, worst.step_id, worst.step_seconds) == (240, "each", 160)
+    quick = parse_flow("id: f\nsteps:\n  - {id: v, kind: declare_variable, name: v, type: string, value: x}", "f.yaml")
+    assert flow_worst_case(quick, LIMITS) == WorstCase(0, None, 0)
+
+
+def test_validate_warns_of_a_flow_whose_worst_case_exceeds_the_run_deadline(monkeypatch, capsys):
+    for name in ("TENANTFLOW_MODEL_TIMEOUT_SECONDS", "TENANTFLOW_MODEL_MAX_ATTEMPTS",
+                 "TENANTFLOW_RUN_DEADLINE_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    cli = cli_runner(monkeypatch, capsys)
+    code, out, err = cli("validate", str(ROOT / "flows" / "triage-batch.yaml"),
+                         str(ROOT / "flows" / "support-reply.yaml"))
+    assert code == 0 and "triage-batch.yaml: ok" in out and "support-reply.yaml: ok" in out
+    assert err.count("warning") == 1
+    assert ("triage-batch.yaml: warning: flow triage-batch: worst case of 9750 s exceeds the run deadline of 570 s "
+            "(TENANTFLOW_RUN_DEADLINE_SECONDS); step each_ticket dominates with 9750 s (one model call: up to 195 s)"
+            ) in err
+    monkeypatch.setenv("TENANTFLOW_MODEL_TIMEOUT_SECONDS", "2")
+    monkeypatch.setenv("TENANTFLOW_MODEL_MAX_ATTEMPTS", "1")
+    code, out, err = cli("validate", str(ROOT / "flows" / "triage-batch.yaml"))  # 50 × 2 s fits in 570 s
+    assert code == 0 and "warning" not in err
+    monkeypatch.setenv("TENANTFLOW_RUN_DEADLINE_SECONDS", "600")
+    code, out, err = cli("validate", str(ROOT / "flows" / "triage-batch.yaml"))
+    assert code == 2 and "TENANTFLOW_RUN_DEADLINE_SECONDS: must be below host.json functionTimeout (600 s)" in err
