@@ -7,7 +7,6 @@ each attempt's timeout, and refuses a retry wait, by what remains.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,12 +28,6 @@ class Deadline:
     limit_seconds: float
     remaining: Callable[[], float]  # seconds left; zero or less once the deadline has passed
     source: str = "run deadline"  # what set the limit, named in the error (e.g. the setting)
-
-    @classmethod
-    def after(cls, seconds: float, source: str = "run deadline",
-              clock: Callable[[], float] = time.monotonic) -> Deadline:
-        end = clock() + seconds
-        return cls(seconds, lambda: end - clock(), source)
 
     def exceeded(self, doing: str) -> DeadlineExceeded:
         """The failure to raise; `doing` says what could not be done in time ("before the step started")."""
