@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from bench.http_load import (
     closed_loop,
     free_port,
     new_client,
-    postgres_settings,
+    own_cluster,
     run_cli,
     wait_for,
 )
@@ -101,25 +100,18 @@ async def measure() -> list[dict[str, Any]]:
     base.update({"TENANTFLOW_ALLOWED_HOSTS": "127.0.0.1", "TENANTFLOW_DEFAULT_ENDPOINT": emulator_url})
     emulator = subprocess.Popen([str(SCRIPT), "emulator", "--port", str(emulator_port)], env=base,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cluster: Cluster | None = None
     rows: list[dict[str, Any]] = []
     try:
         wait_for(f"{emulator_url}/health", emulator)
         sqlite_env = {**base, "TENANTFLOW_STORE": "sqlite", "TENANTFLOW_SQLITE_PATH": str(work / "bench.db")}
         rows += await measure_store("sqlite", sqlite_env, emulator, emulator_url, None)
-        if os.geteuid() == 0:
-            cluster = Cluster("-c max_connections=100")
-            cluster.start()
-            pg_env, _ = await postgres_settings(cluster)
-            rows += await measure_store("postgres", {**base, **pg_env}, emulator, emulator_url, cluster)
-        else:
-            print("# gateway on postgres skipped: starting the bench's own cluster needs root", file=sys.stderr)
+        async with own_cluster() as postgres:
+            if postgres is not None:
+                cluster, pg_env, _ = postgres
+                rows += await measure_store("postgres", {**base, **pg_env}, emulator, emulator_url, cluster)
     finally:
         emulator.terminate()
         emulator.wait(timeout=10)
-        if cluster is not None:
-            cluster.stop()
-            cluster.remove()
         shutil.rmtree(work, ignore_errors=True)
     return rows
 

@@ -26,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,6 +200,24 @@ async def postgres_settings(cluster: Cluster) -> tuple[dict[str, str], str]:
     return settings_env(settings), str(conninfo_to_dict(settings.postgres_dsn.reveal())["dbname"])
 
 
+@asynccontextmanager
+async def own_cluster(options: str = "") -> AsyncIterator[tuple[Cluster, dict[str, str], str] | None]:
+    """The bench's own PostgreSQL cluster, migrated with the production roles: (cluster, environment, database
+    name), stopped and removed afterwards; None, with the reason printed, when not root (initdb runs as postgres)."""
+    if os.geteuid() != 0:
+        print("# postgres skipped: starting the bench's own cluster needs root", file=sys.stderr)
+        yield None
+        return
+    cluster = Cluster(f"-c max_connections=100 {options}")
+    cluster.start()
+    try:
+        env, database = await postgres_settings(cluster)
+        yield cluster, env, database
+    finally:
+        cluster.stop()
+        cluster.remove()
+
+
 async def measure_store(store: str, env: dict[str, str], emulator: subprocess.Popen[bytes], emulator_url: str,
                         direct: Upstream, cluster: Cluster | None, database: str | None) -> list[dict[str, Any]]:
     key = run_cli(env, "tenants", "add", "bench").strip().splitlines()[-1]
@@ -279,7 +299,6 @@ async def measure() -> list[dict[str, Any]]:
                  "TENANTFLOW_DEFAULT_ENDPOINT": emulator_url})
     emulator = subprocess.Popen([str(SCRIPT), "emulator", "--port", str(emulator_port)], env=base,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cluster: Cluster | None = None
     rows: list[dict[str, Any]] = []
     try:
         wait_for(f"{emulator_url}/health", emulator)
@@ -287,23 +306,16 @@ async def measure() -> list[dict[str, Any]]:
         sqlite_env = {**base, "TENANTFLOW_STORE": "sqlite", "TENANTFLOW_SQLITE_PATH": str(work / "bench.db")}
         if "sqlite" in STORES:
             rows += await measure_store("sqlite", sqlite_env, emulator, emulator_url, direct, None, None)
-        if "postgres" not in STORES:
-            pass
-        elif os.geteuid() == 0:
-            cluster = Cluster("-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_utility=on"
-                              " -c max_connections=100")
-            cluster.start()
-            pg_env, database = await postgres_settings(cluster)
-            rows += await measure_store("postgres", {**base, **pg_env}, emulator, emulator_url, direct, cluster,
-                                        database)
-        else:
-            print("# postgres skipped: starting the bench's own cluster needs root", file=sys.stderr)
+        if "postgres" in STORES:
+            async with own_cluster("-c shared_preload_libraries=pg_stat_statements "
+                                   "-c pg_stat_statements.track_utility=on") as postgres:
+                if postgres is not None:
+                    cluster, pg_env, database = postgres
+                    rows += await measure_store("postgres", {**base, **pg_env}, emulator, emulator_url, direct,
+                                                cluster, database)
     finally:
         emulator.terminate()
         emulator.wait(timeout=10)
-        if cluster is not None:
-            cluster.stop()
-            cluster.remove()
         shutil.rmtree(work, ignore_errors=True)
     return rows
 
