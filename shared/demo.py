@@ -96,7 +96,8 @@ async def demo(emulators: list, shared_default: Any) -> int:
 
         print("\n== usage by tenant ==")
         for row in await svc.stores.usage_queries.summarize(None, None, None, "tenant"):
-            print(f"  {row.group:<10} {row.total_tokens:>6} tokens  {row.runs} runs  cost ${row.cost or 0:.8f}")
+            runs = f"{row.runs} run{'s' if row.runs != 1 else ''}"
+            print(f"  {row.group:<10} {row.total_tokens:>6} tokens  {runs:<7} cost ${row.cost or 0:.8f}")
     finally:
         await svc.close()
     print("\ndemo ok" if not failures else f"\ndemo FAILED ({failures} problems)")
