@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from psycopg import AsyncConnection, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -65,3 +67,17 @@ async def dispose(settings: Settings) -> None:
     admin = require_service("TENANTFLOW_TEST_POSTGRES_ADMIN_DSN")
     await admin_execute(admin, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
         sql.Identifier(str(info["dbname"]))))
+
+
+@asynccontextmanager
+async def bare_database(prefix: str) -> AsyncIterator[tuple[str, str]]:
+    """A new database owned by the owner role with no schema at all, dropped afterwards: (admin DSN, its name)."""
+    admin = require_service("TENANTFLOW_TEST_POSTGRES_ADMIN_DSN")
+    await ensure_template(admin)  # the roles exist
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    await admin_execute(admin, sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name),
+                                                                             sql.Identifier(OWNER)))
+    try:
+        yield admin, name
+    finally:
+        await admin_execute(admin, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -217,21 +217,13 @@ async def test_migrations_are_idempotent_and_safe_to_run_concurrently(pg):
 
 
 async def test_an_app_whose_schema_is_behind_stops_with_the_command_to_run():
-    admin = require_service("TENANTFLOW_TEST_POSTGRES_ADMIN_DSN")
-    await postgres_backend.ensure_template(admin)  # the roles exist
-    name = f"tf_pg_bare_{uuid.uuid4().hex[:8]}"
-    await postgres_backend.admin_execute(admin, sql.SQL("CREATE DATABASE {} OWNER {}").format(
-        sql.Identifier(name), sql.Identifier(postgres_backend.OWNER)))
-    try:
+    async with postgres_backend.bare_database("tf_pg_bare") as (admin, name):
         db = PostgresDatabase(postgres_backend.dsn(admin, postgres_backend.APP, name))
         with pytest.raises(SchemaNotReady) as caught:
             await db.open()
         message = str(caught.value)
         assert "\n" not in message and "migration 0001_initial.sql and" in message
         assert "run `tenantflow db migrate` (with TENANTFLOW_POSTGRES_MIGRATION_DSN set)" in message
-    finally:
-        await postgres_backend.admin_execute(admin, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
 
 
 def cli(*args: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from shared.secret import Secret
@@ -23,7 +22,6 @@ from shared.storage.postgres.stores import usage_row
 from shared.storage.sqlite import database as sqlite_database
 from shared.storage.table.stores import usage_entity
 from tests.backends import postgres_backend, sqlite_backend, table_backend
-from tests.backends.fixtures import require_service
 
 NOW = datetime(2026, 11, 3, 12, tzinfo=UTC)
 
@@ -41,14 +39,9 @@ def row_before_0009(record: UsageRecord) -> dict:
 
 
 async def test_postgres_0009_applies_over_an_existing_ledger_and_accepts_rows_without_the_key():
-    admin = require_service("TENANTFLOW_TEST_POSTGRES_ADMIN_DSN")
-    await postgres_backend.ensure_template(admin)  # the roles exist
-    name = f"tf_pg_upgrade_{uuid.uuid4().hex[:8]}"
-    await postgres_backend.admin_execute(admin, sql.SQL("CREATE DATABASE {} OWNER {}").format(
-        sql.Identifier(name), sql.Identifier(postgres_backend.OWNER)))
-    owner = postgres_backend.dsn(admin, postgres_backend.OWNER, name)
-    app = postgres_backend.dsn(admin, postgres_backend.APP, name)
-    try:
+    async with postgres_backend.bare_database("tf_pg_upgrade") as (admin, name):
+        owner = postgres_backend.dsn(admin, postgres_backend.OWNER, name)
+        app = postgres_backend.dsn(admin, postgres_backend.APP, name)
         async with await AsyncConnection.connect(owner, autocommit=True) as connection:  # a database at 0008
             await connection.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT "
                                      "NULL, applied_at timestamptz NOT NULL DEFAULT now())")
@@ -76,9 +69,6 @@ async def test_postgres_0009_applies_over_an_existing_ledger_and_accepts_rows_wi
             assert (await stores.budgets.counters("acme", "2026-11")).used_tokens == 45
         finally:
             await stores.close()
-    finally:
-        await postgres_backend.admin_execute(admin, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
 
 
 async def test_sqlite_0006_applies_over_an_existing_ledger(tmp_path):
