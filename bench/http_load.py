@@ -7,8 +7,9 @@ and prints:
 - runs/s; p50 and p99 latency, and the latency *added* by Tenantflow: serve minus the direct upstream call at the
   same concurrency, measured right before it (each run makes one model call; the box is shared, so the two loops
   run back to back to see the same load);
-- CPU ms per run of each process, from /proc/PID/stat utime+stime before and after: serve, the emulator, and the
-  PostgreSQL cluster (the postmaster and all its children: backends, WAL writer, …);
+- CPU ms per run of each process, from /proc/PID/stat utime+stime (+ cutime+cstime, its reaped children) before and
+  after: serve, the emulator, and the PostgreSQL cluster (the postmaster and all its children: backends, WAL writer,
+  autovacuum workers, also those that ended during the loop);
 - on PostgreSQL, statements and explicit transactions (COMMIT/ROLLBACK) per run, from pg_stat_statements
   (track_utility on): the bench runs its own cluster with the extension preloaded. Outside a pipeline each statement
   is one round trip.
@@ -68,7 +69,8 @@ def cpu_seconds(pid: int) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+    # utime, stime, and cutime, cstime: the children it reaped (PostgreSQL's autovacuum workers, ended backends)
+    return sum(int(f) for f in fields[11:15]) / TICK
 
 
 def children(parent: int) -> list[int]:

@@ -16,6 +16,9 @@ from shared.secret import Secret, SecretExposureError, secrets_refuse_text
 
 GUARDS = ("default", "d", "defined", "undefined")
 SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
+NAME_PATH = re.compile(r"^\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*$", re.ASCII)
+CONSTANT_NAMES = frozenset({"true", "false", "none", "True", "False", "None"})
+DICT_ATTRIBUTES = frozenset(dir(dict))  # `d.items` is the method in Jinja, not the key: such paths go to Jinja
 
 
 class TemplateError(Exception):
@@ -63,14 +66,38 @@ def single_expression(text: str) -> str | None:
     return expr
 
 
+def name_path(expr: str) -> tuple[str, ...] | None:
+    """`inputs.ticket` → ("inputs", "ticket"): an expression that only names a variable and keys under it."""
+    match = NAME_PATH.match(expr)
+    if match is None:
+        return None
+    path = tuple(match.group(1).split("."))
+    return None if path[0] in CONSTANT_NAMES else path
+
+
+def lookup(path: tuple[str, ...], scope: dict[str, Any]) -> tuple[bool, Any]:
+    """Jinja's own result for a name path through plain dicts (the sandbox's getattr finds no attribute of that name,
+    then the key), without building a template context; (False, None) for anything else, which Jinja evaluates."""
+    if path[0] not in scope:
+        return False, None
+    value = scope[path[0]]
+    for key in path[1:]:
+        if type(value) is not dict or key in DICT_ATTRIBUTES or key not in value:
+            return False, None
+        value = value[key]
+    return True, value
+
+
 @lru_cache(maxsize=4096)
 def compiled(text: str) -> Any:
+    """("path", name path, expression) | ("expr", None, expression) | ("template", None, template)."""
     env = environment()
     try:
         expr = single_expression(text)
         if expr is not None:
-            return ("expr", env.compile_expression(expr, undefined_to_none=False))
-        return ("template", env.from_string(text))
+            path = name_path(expr)
+            return ("path" if path else "expr", path, env.compile_expression(expr, undefined_to_none=False))
+        return ("template", None, env.from_string(text))
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template syntax error: {exc.message}") from None
 
@@ -78,10 +105,14 @@ def compiled(text: str) -> Any:
 def render_text(text: str, scope: dict[str, Any]) -> Any:
     if not is_template(text):
         return text
-    mode, template = compiled(text)
+    mode, path, template = compiled(text)
     try:
+        if mode == "path":
+            found, value = lookup(path, scope)
+            if found:
+                return defined(value)
         with secrets_refuse_text():
-            if mode == "expr":
+            if mode != "template":
                 return defined(template(**scope))
             return template.render(**scope)
     except SecretExposureError:

@@ -71,6 +71,7 @@ class RunBook:
         self.charges: list[UsageRecord] = []
         self.released: list[str] = []
         self.lock = asyncio.Lock()
+        self.reserved = False  # a reserve was sent (even one that failed: its lease may exist)
         self.sleep = sleep
         self.close_deadline = close_deadline
 
@@ -90,8 +91,9 @@ class RunBook:
                      finish: RunRecord | None = None) -> BookResult:
         """Sends what is pending with `reserve` / `finish` in one transaction. On failure it all stays pending."""
         async with self.lock:
+            self.reserved = self.reserved or reserve is not None
             batch = BookBatch(self.tenant_id, self.new_run, tuple(self.charges), tuple(self.released), reserve,
-                              limits, finish)
+                              limits, finish, leases_held=self.reserved)
             if batch.empty:
                 return BookResult()
             result = await (self.close(batch) if finish is not None else self.store.commit(batch))

@@ -40,7 +40,7 @@ def touched_periods(batch: BookBatch, leases: Iterable[Lease]) -> set[str]:
 def lease_ids_to_release(batch: BookBatch, run_leases: Iterable[Lease]) -> set[str]:
     """The leases a batch releases: those named, and with `finish_run` every lease of that run."""
     ids = set(batch.released)
-    if batch.finish_run is not None:
+    if batch.finish_run is not None and batch.leases_held:
         ids |= {lease.lease_id for lease in run_leases if lease.run_id == batch.finish_run.run_id}
     return ids
 

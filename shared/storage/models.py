@@ -203,7 +203,8 @@ class BookBatch:
        subtracted from `reserved` (a lease already released by the sweep is not subtracted twice);
     3. `reserve`: the lease is held and added to `reserved`, unless used + reserved + it would pass `limits`
        (a lease already held is not added twice);
-    4. `finish_run`: the run is saved whole, and every lease the run still holds is released.
+    4. `finish_run`: the run is saved whole, and every lease the run still holds is released (unless
+       `leases_held` is False: the run never asked for a lease, so a store need not look for one).
 
     Replaying a batch changes nothing that its first application did not."""
 
@@ -214,6 +215,7 @@ class BookBatch:
     reserve: Lease | None = None
     limits: Budget | None = None
     finish_run: RunRecord | None = None
+    leases_held: bool = True  # False only from a run that never sent a `reserve`: finish_run then has none to release
 
     @property
     def empty(self) -> bool:

@@ -175,6 +175,47 @@ async def test_a_run_is_created_reserved_charged_and_finished_in_two_batches(sto
     assert (counters.used_tokens, counters.reserved_tokens) == (15, 0)
 
 
+async def test_charges_booked_one_at_a_time_sum_as_one_batch_does(stores):
+    """A run books one record per model call (PostgreSQL takes a path of its own for a batch of one): the read
+    models and counters must come out exactly as for the same records written in one batch, replays included."""
+    one_by_one, batched = "t1-" + uuid.uuid4().hex[:6], "tb-" + uuid.uuid4().hex[:6]
+    d1, d2 = datetime(2026, 11, 3, 12, tzinfo=UTC), datetime(2026, 11, 4, 9, tzinfo=UTC)
+
+    def records(tenant):
+        return [record(tenant, "r1", "s1", cost="0.1", when=d1), record(tenant, "r1", "s2", cost=None, when=d1),
+                record(tenant, "r2", "s1", cost="0.25", when=d1, model="gpt-4o"),
+                record(tenant, "r2", "s1", attempt=2, cost="0.05", when=d2, prompt=100, completion=1)]
+
+    for charge in records(one_by_one) + records(one_by_one)[:2]:  # the last two are replays: counted once
+        await stores.bookkeeping.commit(BookBatch(one_by_one, charges=(charge,)))
+    await stores.usage.record(records(batched))
+    for group_by in ("day", "model", "flow"):
+        got, want = [await stores.usage_queries.summarize(t, None, None, group_by) for t in (one_by_one, batched)]
+        assert [(r.group, r.prompt_tokens, r.completion_tokens, r.total_tokens, r.cost, r.runs) for r in got] == [
+            (r.group, r.prompt_tokens, r.completion_tokens, r.total_tokens, r.cost, r.runs) for r in want]
+    got, want = [await stores.budgets.counters(t, "2026-11") for t in (one_by_one, batched)]
+    assert (got.used_tokens, got.used_cost) == (want.used_tokens, want.used_cost) == (146, Decimal("0.4"))
+
+
+async def test_finishing_a_run_that_reserved_releases_its_leases(stores):
+    """`leases_held` is False only from a run that never reserved; by default finishing a run frees its leases."""
+    tenant = "t-" + uuid.uuid4().hex[:6]
+    run = RunRecord(run_id=uuid.uuid4().hex, tenant_id=tenant, flow_id="f", flow_hash="h", trigger="http",
+                    status="running")
+    await stores.bookkeeping.commit(BookBatch(tenant, create_run=run, reserve=lease(tenant, "l1", 30, run=run.run_id)))
+    other = RunRecord(run_id=uuid.uuid4().hex, tenant_id=tenant, flow_id="f", flow_hash="h", trigger="http",
+                      status="running")
+    await stores.bookkeeping.commit(BookBatch(tenant, create_run=other))
+    other.status = "succeeded"
+    await stores.bookkeeping.commit(BookBatch(tenant, finish_run=other, leases_held=False))
+    assert [x.lease_id for x in await stores.bookkeeping.leases(tenant)] == ["l1"]
+    run.status = "failed"
+    await stores.bookkeeping.commit(BookBatch(tenant, finish_run=run))
+    assert await stores.bookkeeping.leases(tenant) == []
+    assert (await assert_counters_match(stores, tenant, "2026-11")).reserved_tokens == 0
+    assert (await stores.runs.get(tenant, other.run_id)).status == "succeeded"
+
+
 async def test_the_sweep_releases_expired_leases_once(stores):
     tenant, other = "t-" + uuid.uuid4().hex[:6], "u-" + uuid.uuid4().hex[:6]
     for t in (tenant, other):

@@ -340,7 +340,8 @@ def apply_book(state: MemoryState, batch: BookBatch) -> tuple[BookResult, BookWr
         raise NotFound(f"run {finish.run_id} not found")
     wanted = set(batch.released) | ({batch.reserve.lease_id} if batch.reserve else set())
     held = [lease for (owner, lease_id), lease in state.leases.items()
-            if owner == tenant and (lease_id in wanted or (finish is not None and lease.run_id == finish.run_id))]
+            if owner == tenant and (lease_id in wanted or (finish is not None and batch.leases_held
+                                                           and lease.run_id == finish.run_id))]
     recorded = {key for owner, key in state.usage if owner == tenant}
     book = BookState({p: state.counters.get((tenant, p)) or BudgetCounters(tenant, p)
                       for p in touched_periods(batch, held)}, {lease.lease_id: lease for lease in held}, recorded)

@@ -354,6 +354,8 @@ class PostgresBookkeeping(Bookkeeping):
                 "cost": str(limits.monthly_cost) if limits and limits.monthly_cost is not None else None}
         if batch.finish_run is not None:
             payload["finish_run"] = run_row(batch.finish_run)
+            if not batch.leases_held:
+                payload["leases_held"] = False
         try:
             row = await self.db.call("SELECT tf_book(%s, %s) AS r", (batch.tenant_id, Jsonb(payload)))
         except errors.NoDataFound:

@@ -350,8 +350,9 @@ def apply_book(c: sqlite3.Connection, batch: BookBatch) -> tuple[BookResult, Any
         if not created:
             return BookResult(created=False), None
     wanted = set(batch.released) | ({batch.reserve.lease_id} if batch.reserve else set())
+    finished = batch.finish_run.run_id if batch.finish_run is not None and batch.leases_held else None
     held = [lease_of(r) for r in rows(c, "SELECT * FROM budget_leases WHERE tenant_id = ?", (tenant,))
-            if r["lease_id"] in wanted or (batch.finish_run is not None and r["run_id"] == batch.finish_run.run_id)]
+            if r["lease_id"] in wanted or r["run_id"] == finished] if wanted or finished else []
     recorded = {f"{r['run_id']}|{r['step_id']}|{r['iteration']}|{r['attempt']}" for r in rows(
         c, "SELECT run_id, step_id, iteration, attempt FROM usage_records WHERE tenant_id = ? AND run_id IN "
            f"({', '.join('?' * len({r.run_id for r in batch.charges}))})",

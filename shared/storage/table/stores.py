@@ -424,7 +424,7 @@ class TableBookkeeping(Bookkeeping):
             wanted = set(batch.released) | ({batch.reserve.lease_id} if batch.reserve else set())
             held_entities = [e for e in [await get_entity(table, partition, LEASE + key(i)) for i in sorted(wanted)]
                              if e is not None]
-            if batch.finish_run is not None:
+            if batch.finish_run is not None and batch.leases_held:
                 held_entities += await query(table, "PartitionKey eq @p and RowKey ge @lo and RowKey lt @hi and "
                                                     "lease_run eq @r", p=partition, lo=LEASE, hi=LEASE + "~",
                                              r=batch.finish_run.run_id)
