@@ -231,10 +231,7 @@ class Gateway:
         alias = call.alias
         cost = self.prices.cost(call.tenant_id, usage, *self.price_names(alias, served_model)) if error is None \
             else None
-        step_usage: dict[str, Any] = {  # as TokenUsage.as_dict, without dataclasses.asdict's deep copy
-            "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens, "cached_tokens": usage.cached_tokens,
-            "reasoning_tokens": usage.reasoning_tokens}
+        step_usage: dict[str, Any] = usage.as_dict()
         run_usage: dict[str, Any] = {**step_usage, "cost": str(cost) if cost is not None else None,
                                      "model_calls": 0 if error else 1, "model": served_model or alias.deployment}
         if estimated:
