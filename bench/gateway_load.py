@@ -28,10 +28,10 @@ from bench.http_load import (
     children,
     closed_loop,
     free_port,
-    new_client,
     own_cluster,
     run_cli,
     wait_for,
+    warm_up,
 )
 from tests.backends.pg_cluster import Cluster
 
@@ -60,11 +60,7 @@ async def measure_store(store: str, env: dict[str, str], emulator: subprocess.Po
         gateway_url = f"http://127.0.0.1:{serve_port}/api/v1/chat/completions"
         gateway_headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
         direct_url = f"{emulator_url}/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21"
-        async with new_client() as client:
-            for _ in range(WARM_UP):
-                answer = await client.post(gateway_url, content=GATEWAY_BODY, headers=gateway_headers)
-                if answer.status_code != 200:
-                    raise RuntimeError(f"warm-up failed: {answer.status_code} {answer.text[:300]}")
+        await warm_up(gateway_url, GATEWAY_BODY, gateway_headers, WARM_UP)
         groups: dict[str, Any] = {"serve": lambda: [serve.pid], "emulator": lambda: [emulator.pid]}
         if cluster is not None:
             postmaster = cluster.postmaster_pid()
