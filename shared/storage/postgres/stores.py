@@ -4,6 +4,7 @@ tenant's rows only); the few reads that span tenants call the tenantflow_* funct
 from __future__ import annotations
 
 import builtins
+import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -256,8 +257,7 @@ class PostgresUsageLedger(UsageLedger):
             by_tenant.setdefault(r.tenant_id, []).append(usage_row(r))
         inserted = 0
         for tenant, rows in by_tenant.items():
-            row = await self.db.call("SELECT tf_book(%s, %s) AS r", (tenant, Jsonb({"records": rows})))
-            inserted += int(row["r"]["inserted"])
+            inserted += int((await book(self.db, tenant, {"records": rows}))["inserted"])
         return inserted
 
     async def list_for_run(self, tenant_id: str, run_id: str) -> builtins.list[UsageRecord]:
@@ -331,6 +331,12 @@ class PostgresBudgetStore(BudgetStore):
         return counters_of(row, tenant_id, period)
 
 
+async def book(db: PostgresDatabase, tenant_id: str, batch: dict[str, Any]) -> dict[str, Any]:
+    """One call of tf_book (migration 0003, as 0010 left it): the batch as JSON, its result as JSON."""
+    result = await db.call("SELECT tf_book($1::text, $2::jsonb)", (tenant_id, json.dumps(batch)))
+    return json.loads(result or "{}")  # type: ignore[no-any-return]
+
+
 class PostgresBookkeeping(Bookkeeping):
     """Each commit is one call of tf_book (migration 0003): one statement, one round trip."""
 
@@ -357,10 +363,9 @@ class PostgresBookkeeping(Bookkeeping):
             if not batch.leases_held:
                 payload["leases_held"] = False
         try:
-            row = await self.db.call("SELECT tf_book(%s, %s) AS r", (batch.tenant_id, Jsonb(payload)))
+            result = await book(self.db, batch.tenant_id, payload)
         except errors.NoDataFound:
             raise NotFound(f"run {batch.finish_run.run_id if batch.finish_run else '?'} not found") from None
-        result = row["r"]
         counters = result.get("counters")
         return BookResult(result.get("created"), result.get("reserved"), None if counters is None else BudgetCounters(
             batch.tenant_id, counters["period"], int(counters["reserved_tokens"]), int(counters["used_tokens"]),
@@ -374,8 +379,8 @@ class PostgresBookkeeping(Bookkeeping):
                       r["expires_at"]) for r in found]
 
     async def release_expired(self, now: datetime, limit: int = 1000) -> int:
-        row = await self.db.call("SELECT tf_release_expired(%s, %s) AS n", (now, limit))
-        return int(row["n"])
+        return int(await self.db.call("SELECT tf_release_expired($1::timestamptz, $2::integer)",
+                                      (time_text(now), str(limit))) or 0)
 
 
 def counters_of(row: dict[str, Any] | None, tenant_id: str, period: str) -> BudgetCounters:
