@@ -31,7 +31,7 @@ class ModelCallLimits:
 
 def flow_worst_case_seconds(flow: Flow, limits: ModelCallLimits) -> float:
     """Seconds, or `math.inf` when a loop bound is a template."""
-    return steps_worst_case_seconds(flow.steps, limits.worst_case_seconds())
+    return flow_worst_case(flow, limits).seconds
 
 
 @dataclass(frozen=True)

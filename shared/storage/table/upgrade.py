@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from shared.storage.models import BudgetCounters, period_of
+from shared.storage.models import BudgetCounters, UsageRecord, period_of
 from shared.storage.table.client import TableClients
 from shared.storage.table.stores import counter_entity, query, usage_of
 
@@ -42,11 +42,13 @@ async def carry_over_counters(tables: TableClients) -> CounterCarryOver | None:
     finally:
         await old.close()
     outcome = CounterCarryOver()
+    ledgers: dict[str, list[UsageRecord]] = {}  # each tenant's ledger, read once for all its periods
     for entity in counters:
         partition, period = entity["PartitionKey"], entity["RowKey"]
-        records = [usage_of(e) for e in await query(tables["usage"], "PartitionKey eq @p and RowKey lt '~'",
-                                                     p=partition)]
-        of_period = [r for r in records if period_of(r.recorded_at) == period]
+        if partition not in ledgers:
+            ledgers[partition] = [usage_of(e) for e in await query(
+                tables["usage"], "PartitionKey eq @p and RowKey lt '~'", p=partition)]
+        of_period = [r for r in ledgers[partition] if period_of(r.recorded_at) == period]
         tenant_id = of_period[0].tenant_id if of_period else partition
         tokens = sum(r.total_tokens for r in of_period)
         cost = sum((r.cost for r in of_period if r.cost is not None), Decimal(0))

@@ -1,75 +1,39 @@
 -- The run path's bookkeeping with less work per call (issue 10), same results as 0003/0009:
--- * tf_insert_usage: a batch of one record (one model call, the common case) is four plain statements instead of
---   one statement of set operations (DISTINCT ON, five CTEs, grouping), about a quarter less time in the server;
+-- * a batch of one usage record (one model call, the common case) goes to tf_insert_usage_one: four plain
+--   statements instead of tf_insert_usage's one statement of set operations (DISTINCT ON, five CTEs, grouping),
+--   about a quarter less time in the server; batches of more records still go to tf_insert_usage;
 -- * tf_book: the lease search and the `reserved` update run only when the batch releases a lease, or finishes a
 --   run that may hold one (`leases_held` is false in a batch from a run that never asked for a lease).
-CREATE OR REPLACE FUNCTION tf_insert_usage(p_records jsonb) RETURNS bigint LANGUAGE plpgsql AS $$
+CREATE FUNCTION tf_insert_usage_one(p_record jsonb) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
-    v_count bigint;
-    v_defaults usage_records;  -- the values of keys a row leaves out: an app that predates a column still inserts
+    v_defaults usage_records;  -- the values of keys a row leaves out, as in tf_insert_usage (0009)
     r usage_records;
 BEGIN
     v_defaults.estimated := false;
-    IF jsonb_array_length(p_records) = 1 THEN  -- one model call's record: plain statements, no set operations
-        r := jsonb_populate_record(v_defaults, p_records->0);
-        INSERT INTO usage_records VALUES (r.*) ON CONFLICT DO NOTHING;
-        IF NOT FOUND THEN
-            RETURN 0;
-        END IF;
-        INSERT INTO usage_daily (tenant_id, day, model, flow_id, api_key_id, prompt_tokens, completion_tokens,
-                                 total_tokens, cost, priced_records, records)
-        VALUES (r.tenant_id, r.day, r.model, r.flow_id, coalesce(r.api_key_id, ''), r.prompt_tokens,
-                r.completion_tokens, r.total_tokens, r.cost, CASE WHEN r.cost IS NULL THEN 0 ELSE 1 END, 1)
-        ON CONFLICT (tenant_id, day, model, flow_id, api_key_id) DO UPDATE SET
-            prompt_tokens = usage_daily.prompt_tokens + EXCLUDED.prompt_tokens,
-            completion_tokens = usage_daily.completion_tokens + EXCLUDED.completion_tokens,
-            total_tokens = usage_daily.total_tokens + EXCLUDED.total_tokens,
-            cost = CASE WHEN EXCLUDED.cost IS NULL THEN usage_daily.cost
-                        ELSE coalesce(usage_daily.cost, 0) + EXCLUDED.cost END,
-            priced_records = usage_daily.priced_records + EXCLUDED.priced_records,
-            records = usage_daily.records + EXCLUDED.records;
-        INSERT INTO usage_run_days (tenant_id, day, model, flow_id, api_key_id, run_id)
-        VALUES (r.tenant_id, r.day, r.model, r.flow_id, coalesce(r.api_key_id, ''), r.run_id) ON CONFLICT DO NOTHING;
-        INSERT INTO budget_counters AS c (tenant_id, period, used_tokens, used_cost)
-        VALUES (r.tenant_id, to_char(r.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM'), r.total_tokens, coalesce(r.cost, 0))
-        ON CONFLICT (tenant_id, period) DO UPDATE SET used_tokens = c.used_tokens + EXCLUDED.used_tokens,
-                                                      used_cost = c.used_cost + EXCLUDED.used_cost;
-        RETURN 1;
+    r := jsonb_populate_record(v_defaults, p_record);
+    INSERT INTO usage_records VALUES (r.*) ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN 0;
     END IF;
-    WITH batch AS (
-        SELECT DISTINCT ON (tenant_id, run_id, step_id, iteration, attempt) *
-        FROM jsonb_populate_recordset(v_defaults, p_records)
-    ), new AS (
-        INSERT INTO usage_records SELECT * FROM batch ON CONFLICT DO NOTHING
-        RETURNING tenant_id, day, model, flow_id, coalesce(api_key_id, '') AS api_key_id, run_id, prompt_tokens,
-                  completion_tokens, total_tokens, cost, recorded_at
-    ), daily AS (
-        INSERT INTO usage_daily (tenant_id, day, model, flow_id, api_key_id, prompt_tokens, completion_tokens,
-                                 total_tokens, cost, priced_records, records)
-        SELECT tenant_id, day, model, flow_id, api_key_id, sum(prompt_tokens), sum(completion_tokens), sum(total_tokens),
-               sum(cost), count(cost), count(*)
-        FROM new GROUP BY tenant_id, day, model, flow_id, api_key_id
-        ON CONFLICT (tenant_id, day, model, flow_id, api_key_id) DO UPDATE SET
-            prompt_tokens = usage_daily.prompt_tokens + EXCLUDED.prompt_tokens,
-            completion_tokens = usage_daily.completion_tokens + EXCLUDED.completion_tokens,
-            total_tokens = usage_daily.total_tokens + EXCLUDED.total_tokens,
-            cost = CASE WHEN EXCLUDED.cost IS NULL THEN usage_daily.cost
-                        ELSE coalesce(usage_daily.cost, 0) + EXCLUDED.cost END,
-            priced_records = usage_daily.priced_records + EXCLUDED.priced_records,
-            records = usage_daily.records + EXCLUDED.records
-    ), run_days AS (
-        INSERT INTO usage_run_days (tenant_id, day, model, flow_id, api_key_id, run_id)
-        SELECT DISTINCT tenant_id, day, model, flow_id, api_key_id, run_id FROM new
-        ON CONFLICT DO NOTHING
-    ), used AS (
-        INSERT INTO budget_counters AS c (tenant_id, period, used_tokens, used_cost)
-        SELECT tenant_id, to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM'), sum(total_tokens), coalesce(sum(cost), 0)
-        FROM new GROUP BY 1, 2
-        ON CONFLICT (tenant_id, period) DO UPDATE SET used_tokens = c.used_tokens + EXCLUDED.used_tokens,
-                                                      used_cost = c.used_cost + EXCLUDED.used_cost
-    )
-    SELECT count(*) INTO v_count FROM new;
-    RETURN v_count;
+    INSERT INTO usage_daily (tenant_id, day, model, flow_id, api_key_id, prompt_tokens, completion_tokens,
+                             total_tokens, cost, priced_records, records)
+    VALUES (r.tenant_id, r.day, r.model, r.flow_id, coalesce(r.api_key_id, ''), r.prompt_tokens,
+            r.completion_tokens, r.total_tokens, r.cost, CASE WHEN r.cost IS NULL THEN 0 ELSE 1 END, 1)
+    ON CONFLICT (tenant_id, day, model, flow_id, api_key_id) DO UPDATE SET
+        prompt_tokens = usage_daily.prompt_tokens + EXCLUDED.prompt_tokens,
+        completion_tokens = usage_daily.completion_tokens + EXCLUDED.completion_tokens,
+        total_tokens = usage_daily.total_tokens + EXCLUDED.total_tokens,
+        cost = CASE WHEN EXCLUDED.cost IS NULL THEN usage_daily.cost
+                    ELSE coalesce(usage_daily.cost, 0) + EXCLUDED.cost END,
+        priced_records = usage_daily.priced_records + EXCLUDED.priced_records,
+        records = usage_daily.records + EXCLUDED.records;
+    INSERT INTO usage_run_days (tenant_id, day, model, flow_id, api_key_id, run_id)
+    VALUES (r.tenant_id, r.day, r.model, r.flow_id, coalesce(r.api_key_id, ''), r.run_id) ON CONFLICT DO NOTHING;
+    INSERT INTO budget_counters AS c (tenant_id, period, used_tokens, used_cost)
+    VALUES (r.tenant_id, to_char(r.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM'), r.total_tokens, coalesce(r.cost, 0))
+    ON CONFLICT (tenant_id, period) DO UPDATE SET used_tokens = c.used_tokens + EXCLUDED.used_tokens,
+                                                  used_cost = c.used_cost + EXCLUDED.used_cost;
+    RETURN 1;
 END
 $$;
 
@@ -98,7 +62,9 @@ BEGIN
             RETURN jsonb_build_object('created', false);
         END IF;
     END IF;
-    IF jsonb_array_length(coalesce(v_records, '[]'::jsonb)) > 0 THEN
+    IF jsonb_array_length(coalesce(v_records, '[]'::jsonb)) = 1 THEN
+        v_inserted := tf_insert_usage_one(v_records->0);
+    ELSIF jsonb_array_length(coalesce(v_records, '[]'::jsonb)) > 1 THEN
         v_inserted := tf_insert_usage(v_records);
     END IF;
     IF jsonb_array_length(v_released) > 0
